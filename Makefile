@@ -1,0 +1,32 @@
+# One entry point per job. `make dev` runs ingot on the embedded default;
+# `make test` runs every test. Both install what they need first.
+
+CARGO ?= cargo
+VENV := .venv
+PLUGIN_TARGET := wasm32-wasip2
+
+.PHONY: dev test lint setup setup-rust setup-packages setup-venv
+
+dev: setup-rust
+	$(CARGO) run --release -p ingot -- dev
+
+test: setup lint
+	$(CARGO) test --workspace --all-targets
+
+lint: setup-rust
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+setup: setup-rust setup-packages setup-venv
+
+setup-rust:
+	rustup target add $(PLUGIN_TARGET)
+
+# Debian packages for the third-party peers the tests talk to.
+setup-packages:
+	@command -v ipmitool >/dev/null || (apt-get update -qq && apt-get install -y -qq ipmitool)
+
+# Python peers (Redfish and IPMI emulators) live in a venv inside the checkout.
+setup-venv:
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r tests/peers-requirements.txt
