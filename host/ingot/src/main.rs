@@ -1,1 +1,38 @@
-fn main() {}
+//! `ingot`: the command-line entry point. Each subcommand lives in its own module; adding one
+//! means one variant in [`Command`], one match arm in [`main`] and one module file.
+
+mod crds;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Provision bare-metal machines the Metal3 way, extended with WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "ingot", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write the CustomResourceDefinitions of every ingot kind as YAML files.
+    Crds(crds::Args),
+}
+
+fn main() -> anyhow::Result<std::process::ExitCode> {
+    init_tracing();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds(args) => crds::run(args),
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,66 @@
+//! The generated CRDs are structural and `crds/` matches what `ingot crds` would write.
+
+use std::path::{Path, PathBuf};
+
+use ingot_api::{crds, structural};
+
+fn repo_crds_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds")
+}
+
+#[test]
+fn every_crd_schema_is_structural() {
+    let all = crds::all().expect("CRDs build");
+    assert!(!all.is_empty());
+
+    let mut problems = Vec::new();
+    for crd in &all {
+        for version in &crd.spec.versions {
+            let schema = version
+                .schema
+                .as_ref()
+                .and_then(|validation| validation.open_api_v3_schema.as_ref())
+                .expect("every version has a schema");
+            for problem in structural::violations(schema) {
+                problems.push(format!(
+                    "{} {}: {problem}",
+                    crd.spec.names.kind, version.name
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "non-structural schemas:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn checked_in_crds_are_up_to_date() {
+    let dir = repo_crds_dir();
+    let mut stale = Vec::new();
+    let mut expected_files = Vec::new();
+    for crd in crds::all().expect("CRDs build") {
+        let name = crds::file_name(&crd);
+        let want = crds::render(&crd).expect("CRD renders");
+        let have = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
+        if have != want {
+            stale.push(name.clone());
+        }
+        expected_files.push(name);
+    }
+
+    let mut extra = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("crds/ exists").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".yaml") && !expected_files.contains(&name) {
+            extra.push(name);
+        }
+    }
+
+    assert!(
+        stale.is_empty() && extra.is_empty(),
+        "crds/ is stale (run `cargo run -p ingot -- crds`): outdated {stale:?}, not generated {extra:?}"
+    );
+}
