@@ -27,7 +27,7 @@ pub mod imports {
         world: "ingot:sdk/imports",
         generate_unused_types: true,
         generate_all,
-        
+
         additional_derives: [Clone, PartialEq],
     });
 }
