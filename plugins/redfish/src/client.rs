@@ -114,16 +114,13 @@ impl<'h, H: BmcHttp> Client<'h, H> {
             .login(&request, TOKEN_HEADER)
             .map_err(|source| transport_error(&request, source))?;
 
+        // Any other answer, 401 included, means no usable SessionService:
+        // some BMCs guard every URI, the session collection too, with Basic
+        // auth. Wrong credentials then show up as 401 on the next request.
         self.auth = match response.status {
             201 | 200 => Auth::Session {
                 location: session_location(&response),
             },
-            401 | 403 => {
-                return Err(RedfishError::LoginRejected {
-                    path: request.path,
-                    status: response.status,
-                });
-            }
             _ => Auth::Basic,
         };
         Ok(())
@@ -423,7 +420,10 @@ fn require_success(
 
 fn status_error(method: &'static str, path: &str, response: &Response) -> RedfishError {
     let body: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-    let message = json::messages(&body);
+    let mut message = json::messages(&body);
+    if message.is_empty() && matches!(response.status, 401 | 403) {
+        message = "the BMC rejected the credentials".to_owned();
+    }
     let busy = BUSY_MESSAGE_IDS.iter().any(|id| {
         json::message_ids(&body)
             .iter()

@@ -46,15 +46,6 @@ pub enum RedfishError {
         message: String,
     },
 
-    /// The BMC refused the credentials when logging in.
-    #[error("the BMC rejected the credentials (HTTP {status} from {path})")]
-    LoginRejected {
-        /// Path of the login request.
-        path: String,
-        /// Status code.
-        status: u16,
-    },
-
     /// A body was not the JSON resource expected.
     #[error("{path}: malformed response: {reason}")]
     Malformed {
@@ -113,7 +104,6 @@ impl RedfishError {
         match self {
             Self::Transport { source, .. } => transport_kind(source),
             Self::Status { status, .. } => status_kind(*status),
-            Self::LoginRejected { .. } => ErrorKind::Unauthorized,
             Self::Malformed { .. } | Self::NotApplied { .. } | Self::TaskFailed { .. } => {
                 ErrorKind::Protocol
             }
