@@ -6,11 +6,19 @@
 
 use std::path::Path;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceConversion, CustomResourceDefinition, ServiceReference, WebhookClientConfig,
+    WebhookConversion,
+};
 use kube::CustomResourceExt;
-use kube::core::crd::MergeError;
+use kube::core::crd::{MergeError, merge_crds};
 
+use crate::capi::{v1beta1 as capi_v1beta1, v1beta2 as capi_v1beta2};
+use crate::capm3::{v1beta1 as capm3_v1beta1, v1beta2 as capm3_v1beta2};
 use crate::metal3::{BareMetalHost, HardwareData, HostClaim};
+
+/// The version multi-version kinds are stored in.
+pub const STORAGE_VERSION: &str = "v1beta2";
 
 /// Namespace and Service that receive conversion reviews for multi-version kinds.
 pub const CONVERSION_SERVICE_NAMESPACE: &str = "ingot-system";
@@ -57,6 +65,34 @@ pub fn all() -> Result<Vec<CustomResourceDefinition>, CrdError> {
         single(BareMetalHost::crd()),
         single(HardwareData::crd()),
         single(HostClaim::crd()),
+        multi(vec![
+            capm3_v1beta1::Metal3Machine::crd(),
+            capm3_v1beta2::Metal3Machine::crd(),
+        ])?,
+        multi(vec![
+            capm3_v1beta1::Metal3MachineTemplate::crd(),
+            capm3_v1beta2::Metal3MachineTemplate::crd(),
+        ])?,
+        multi(vec![
+            capm3_v1beta1::Metal3Cluster::crd(),
+            capm3_v1beta2::Metal3Cluster::crd(),
+        ])?,
+        multi(vec![
+            capi_v1beta1::Cluster::crd(),
+            capi_v1beta2::Cluster::crd(),
+        ])?,
+        multi(vec![
+            capi_v1beta1::Machine::crd(),
+            capi_v1beta2::Machine::crd(),
+        ])?,
+        multi(vec![
+            capi_v1beta1::MachineSet::crd(),
+            capi_v1beta2::MachineSet::crd(),
+        ])?,
+        multi(vec![
+            capi_v1beta1::MachineDeployment::crd(),
+            capi_v1beta2::MachineDeployment::crd(),
+        ])?,
     ])
 }
 
@@ -98,4 +134,35 @@ pub fn write_all(dir: &Path) -> Result<Vec<std::path::PathBuf>, CrdError> {
 fn single(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     crate::structural::normalize_crd(&mut crd);
     crd
+}
+
+/// A kind served in v1beta1 and v1beta2, stored as [`STORAGE_VERSION`], converted by webhook.
+fn multi(versions: Vec<CustomResourceDefinition>) -> Result<CustomResourceDefinition, CrdError> {
+    let kind = versions
+        .first()
+        .map(|crd| crd.spec.names.kind.clone())
+        .unwrap_or_default();
+    let mut crd =
+        merge_crds(versions, STORAGE_VERSION).map_err(|source| CrdError::Merge { kind, source })?;
+    crd.spec.conversion = Some(webhook_conversion());
+    crate::structural::normalize_crd(&mut crd);
+    Ok(crd)
+}
+
+fn webhook_conversion() -> CustomResourceConversion {
+    CustomResourceConversion {
+        strategy: "Webhook".into(),
+        webhook: Some(WebhookConversion {
+            client_config: Some(WebhookClientConfig {
+                service: Some(ServiceReference {
+                    namespace: CONVERSION_SERVICE_NAMESPACE.into(),
+                    name: CONVERSION_SERVICE_NAME.into(),
+                    path: Some(CONVERSION_PATH.into()),
+                    port: None,
+                }),
+                ..Default::default()
+            }),
+            conversion_review_versions: vec!["v1".into()],
+        }),
+    }
 }

@@ -428,3 +428,102 @@ fn is_true(object: &Map<String, Value>, key: &str) -> bool {
 fn display(path: &str) -> &str {
     if path.is_empty() { "<root>" } else { path }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn problems(schema: Value) -> Vec<String> {
+        let props: JSONSchemaProps = serde_json::from_value(schema).expect("valid JSONSchemaProps");
+        violations(&props)
+    }
+
+    fn object_with(property: Value) -> Value {
+        json!({"type": "object", "properties": {"spec": property}})
+    }
+
+    #[test]
+    fn a_typed_schema_passes() {
+        let schema = object_with(json!({
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "enum": ["a", "b"], "default": "a"},
+                "port": {"x-kubernetes-int-or-string": true},
+                "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                "list": {"type": "array", "items": {"type": "string"}}
+            }
+        }));
+        assert_eq!(problems(schema), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_broken_rule_is_reported() {
+        let cases = [
+            (json!({"description": "no type"}), "type is missing"),
+            (
+                json!({"$ref": "#/definitions/x", "type": "object"}),
+                "`$ref` is not allowed",
+            ),
+            (
+                json!({"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": {"type": "string"}}),
+                "mutually exclusive",
+            ),
+            (json!({"type": "array"}), "array without items"),
+            (
+                json!({"type": "string", "uniqueItems": true}),
+                "uniqueItems",
+            ),
+            (json!({"type": "string", "enum": [1]}), "enum value 1"),
+            (json!({"type": "integer", "default": "x"}), "default \"x\""),
+            (
+                json!({"type": "string", "nullable": true, "anyOf": [{"type": "string"}]}),
+                "inside allOf/anyOf/oneOf/not",
+            ),
+            (
+                json!({"x-kubernetes-int-or-string": true, "oneOf": [{"type": "integer"}]}),
+                "int-or-string",
+            ),
+            (
+                json!({"type": "array", "items": {"type": "object", "properties": {"k": {"type": "string"}}}, "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["k"]}),
+                "required or defaulted",
+            ),
+            (
+                json!({"type": "object", "required": ["missing"], "properties": {}}),
+                "not a declared property",
+            ),
+        ];
+        for (node, expected) in cases {
+            let found = problems(object_with(node.clone()));
+            assert!(
+                found.iter().any(|problem| problem.contains(expected)),
+                "{node} should report {expected:?}, got {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn root_must_be_an_object_and_metadata_is_restricted() {
+        assert!(
+            problems(json!({"type": "string"}))
+                .iter()
+                .any(|p| p.contains("type must be object"))
+        );
+        let metadata = json!({"type": "object", "properties": {"metadata": {"type": "object", "required": ["name"]}}});
+        assert!(problems(metadata).iter().any(|p| p.contains(".metadata")));
+    }
+
+    #[test]
+    fn normalize_marks_untyped_nodes_as_preserving() {
+        let mut value =
+            json!({"type": "object", "properties": {"free": {"nullable": true}}, "$schema": "x"});
+        normalize_node(&mut value);
+        assert_eq!(value.get("$schema"), None);
+        assert_eq!(
+            value.pointer("/properties/free/x-kubernetes-preserve-unknown-fields"),
+            Some(&json!(true))
+        );
+    }
+}
