@@ -25,6 +25,9 @@ setup-rust:
 # Debian packages for the third-party peers the tests talk to.
 setup-packages:
 	@command -v ipmitool >/dev/null || (apt-get update -qq && apt-get install -y -qq ipmitool)
+	@# Deploy agent tests: qemu-img/qemu-io build reference images, sfdisk/mtools/blkid/wipefs read disks back.
+	@command -v qemu-img >/dev/null && command -v sfdisk >/dev/null && command -v mtype >/dev/null && command -v mkfs.ext4 >/dev/null \
+		|| (apt-get update -qq && apt-get install -y -qq qemu-utils fdisk mtools e2fsprogs util-linux)
 
 # Python peers (Redfish and IPMI emulators) live in a venv inside the checkout.
 setup-venv:
