@@ -1,0 +1,22 @@
+//! The BareMetalHost controller: takes every host from registration to provisioned and back,
+//! the way Metal3's baremetal-operator does, with the hardware driven through a
+//! [`provisioner::Provisioner`].
+//!
+//! - [`state_machine`]: one reconcile step, pure over the host object and a provisioner.
+//! - [`provisioner`]: the seam to the hardware side and its request and result types.
+//! - [`outcome`]: the closed set of step results.
+//! - [`conditions`]: the standard conditions derived from the state.
+//! - [`annotations`], [`host`]: how annotations and spec fields are read.
+//! - [`backoff`]: retry delays after failures.
+//! - [`fake`]: a scripted in-memory provisioner for tests and benchmarks.
+
+pub mod annotations;
+pub mod backoff;
+pub mod conditions;
+pub mod events;
+pub mod fake;
+pub mod host;
+pub mod model;
+pub mod outcome;
+pub mod provisioner;
+pub mod state_machine;
