@@ -15,3 +15,5 @@ pub const METAL3_GROUP: &str = "metal3.io";
 pub const CAPM3_GROUP: &str = "infrastructure.cluster.x-k8s.io";
 /// API group of the Cluster API core objects.
 pub const CAPI_GROUP: &str = "cluster.x-k8s.io";
+pub mod bmc;
+pub mod url;
