@@ -6,7 +6,9 @@
 //! config drive) and sync. The same code runs on real machines, reading `/sys` and `/proc`,
 //! and inside the virtual lab, against simulated disks.
 
+pub mod bootconfig;
 pub mod checksum;
+pub mod client;
 pub mod configdrive;
 pub mod disk;
 pub mod erase;

@@ -1,0 +1,357 @@
+//! The operator's side of the deploy agent API.
+//!
+//! An HTTPS server (certificate from the operator's own [`CertificateAuthority`]) that deploy
+//! agents long-poll for commands, and the library calls the operator uses to drive it:
+//! register a host (which mints its token), queue commands with ids of the operator's
+//! choosing, read their state, and take a [`Snapshot`] to persist. Restoring a snapshot after a
+//! restart re-delivers unfinished commands; the agent answers a repeated id from its ledger.
+//!
+//! Every request names the host in its path and carries that host's token; tokens are stored
+//! hashed and compared in constant time, and the store refuses to deliver or accept commands
+//! across hosts.
+
+pub mod store;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use ingot_agent::bootconfig::BootConfig;
+use ingot_agent::protocol::{Command, Hello, PROTOCOL_VERSION, Report, Welcome};
+use serde::Deserialize;
+use tokio::sync::{Notify, watch};
+
+pub use store::{CommandState, Snapshot};
+pub use tls::CertificateAuthority;
+
+/// Longest long-poll the server holds open.
+const MAX_WAIT_SECONDS: u64 = 60;
+/// Poll interval suggested to agents that cannot long-poll.
+const POLL_INTERVAL_SECONDS: u64 = 5;
+
+/// Error of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {address}")]
+    Listen {
+        /// Address asked for.
+        address: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS set-up failed.
+    #[error("cannot set up TLS")]
+    Tls(#[from] tls::Error),
+    /// The random token could not be generated.
+    #[error("cannot generate a token")]
+    Random(#[source] getrandom::Error),
+    /// A queue operation was refused.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// How to run the API.
+#[derive(Debug, Clone)]
+pub struct AgentApiConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Names (DNS or IP) the server certificate covers; agents connect to one of them.
+    pub server_names: Vec<String>,
+    /// Base URL agents use; defaults to `https://<listen address>`.
+    pub advertised_url: Option<String>,
+    /// The CA issuing the server certificate.
+    pub ca: CertificateAuthority,
+}
+
+struct Shared {
+    store: Mutex<store::Store>,
+    /// Woken whenever a command is queued, so long-polls return at once.
+    queued: Notify,
+    /// Bumped on every change, for callers that persist or react to progress.
+    changes: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, store::Store> {
+        self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+}
+
+/// A running agent API. Dropping it stops the server.
+pub struct AgentApi {
+    shared: Arc<Shared>,
+    url: String,
+    ca_pem: String,
+    server: tokio::task::JoinHandle<()>,
+    /// Closes open connections (including held long-polls) when the API is dropped.
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for AgentApi {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        self.server.abort();
+    }
+}
+
+impl AgentApi {
+    /// Starts serving, with the state of `snapshot` (empty for a first start).
+    pub async fn start(config: AgentApiConfig, snapshot: Snapshot) -> Result<Self, Error> {
+        let tls = tokio_rustls::TlsAcceptor::from(config.ca.server_config(&config.server_names)?);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Listen {
+                address: config.listen,
+                source,
+            })?;
+        let address = listener.local_addr().map_err(|source| Error::Listen {
+            address: config.listen,
+            source,
+        })?;
+        let url = config
+            .advertised_url
+            .clone()
+            .unwrap_or_else(|| format!("https://{address}"));
+
+        let shared = Arc::new(Shared {
+            store: Mutex::new(store::Store::from_snapshot(snapshot)),
+            queued: Notify::new(),
+            changes: watch::channel(0).0,
+        });
+        let router = router(shared.clone());
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, tls, router, stopped));
+        tracing::info!(url = %url, "agent API listening");
+        Ok(Self {
+            shared,
+            url,
+            ca_pem: config.ca.cert_pem,
+            server,
+            stop,
+        })
+    }
+
+    /// Base URL of the API.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Registers a host with the MAC addresses its agent must show (empty accepts any) and
+    /// returns a new token for it; any previous token stops working.
+    pub fn register_host(&self, host: &str, macs: &[String]) -> Result<String, Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(Error::Random)?;
+        let token = hex::encode(bytes);
+        self.shared.lock().register_host(host, macs, &token);
+        self.shared.changed();
+        Ok(token)
+    }
+
+    /// Forgets a host and its commands.
+    pub fn remove_host(&self, host: &str) {
+        self.shared.lock().remove_host(host);
+        self.shared.changed();
+    }
+
+    /// The boot configuration a deploy image for `host` must carry.
+    pub fn boot_config(&self, host: &str, token: &str) -> BootConfig {
+        BootConfig {
+            api_url: self.url.clone(),
+            ca_pem: self.ca_pem.clone(),
+            host: host.to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    /// Queues a command; idempotent for the same id and command.
+    pub fn enqueue(&self, host: &str, id: &str, command: Command) -> Result<(), Error> {
+        self.shared.lock().enqueue(host, id, command)?;
+        self.shared.queued.notify_waiters();
+        self.shared.changed();
+        Ok(())
+    }
+
+    /// The current state of a command.
+    pub fn status(&self, host: &str, id: &str) -> Result<CommandState, Error> {
+        Ok(self.shared.lock().status(host, id)?.clone())
+    }
+
+    /// Drops a finished command.
+    pub fn remove_command(&self, host: &str, id: &str) -> Result<(), Error> {
+        self.shared.lock().remove_command(host, id)?;
+        self.shared.changed();
+        Ok(())
+    }
+
+    /// The state to persist; pass it to [`AgentApi::start`] after a restart.
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.lock().snapshot().clone()
+    }
+
+    /// A receiver that changes whenever a host, command or report changes.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.shared.changes.subscribe()
+    }
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    router: axum::Router,
+    stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let tls = tls.clone();
+        let service = TowerToHyperService::new(router.clone());
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            let stream = match tls.accept(stream).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::debug!(peer = %peer, error = %error, "TLS handshake failed");
+                    return;
+                }
+            };
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                result = connection => {
+                    if let Err(error) = result {
+                        tracing::debug!(peer = %peer, error = %error, "agent connection ended with an error");
+                    }
+                }
+                _ = stopped.wait_for(|stop| *stop) => {}
+            }
+        });
+    }
+}
+
+fn router(shared: Arc<Shared>) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/hosts/{host}/hello", post(hello))
+        .route("/v1/hosts/{host}/commands/next", get(next))
+        .route("/v1/hosts/{host}/commands/{id}/report", post(report))
+        .with_state(shared)
+}
+
+/// Refusal of a request, with a message for the agent's log.
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, self.1).into_response()
+    }
+}
+
+impl From<store::Error> for Refusal {
+    fn from(error: store::Error) -> Self {
+        let status = match error {
+            store::Error::MacMismatch(_) => StatusCode::FORBIDDEN,
+            store::Error::IdReused { .. } => StatusCode::CONFLICT,
+            store::Error::UnknownHost(_) | store::Error::UnknownCommand { .. } => {
+                StatusCode::NOT_FOUND
+            }
+        };
+        Self(status, error.to_string())
+    }
+}
+
+fn authenticate(shared: &Shared, host: &str, headers: &HeaderMap) -> Result<(), Refusal> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if shared.lock().authenticate(host, token) {
+        return Ok(());
+    }
+    tracing::warn!(host = %host, "agent request with a wrong or missing token");
+    Err(Refusal(
+        StatusCode::UNAUTHORIZED,
+        "invalid token for this host".into(),
+    ))
+}
+
+async fn hello(
+    State(shared): State<Arc<Shared>>,
+    Path(host): Path<String>,
+    headers: HeaderMap,
+    Json(hello): Json<Hello>,
+) -> Result<Json<Welcome>, Refusal> {
+    authenticate(&shared, &host, &headers)?;
+    if hello.version == PROTOCOL_VERSION {
+        shared.lock().hello(&host, &hello)?;
+        tracing::info!(host = %host, agent_version = %hello.agent_version, "agent said hello");
+        shared.changed();
+    }
+    Ok(Json(Welcome {
+        version: PROTOCOL_VERSION,
+        poll_interval_seconds: POLL_INTERVAL_SECONDS,
+    }))
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    #[serde(default)]
+    wait: u64,
+}
+
+async fn next(
+    State(shared): State<Arc<Shared>>,
+    Path(host): Path<String>,
+    Query(query): Query<NextQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    authenticate(&shared, &host, &headers)?;
+    if !shared.lock().greeted(&host) {
+        return Err(Refusal(
+            StatusCode::PRECONDITION_REQUIRED,
+            "say hello first".into(),
+        ));
+    }
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(query.wait.min(MAX_WAIT_SECONDS));
+    loop {
+        // Subscribe before looking, so a command queued in between still wakes us.
+        let queued = shared.queued.notified();
+        if let Some(envelope) = shared.lock().next(&host)? {
+            shared.changed();
+            return Ok(Json(envelope).into_response());
+        }
+        tokio::select! {
+            () = queued => {}
+            () = tokio::time::sleep_until(deadline) => return Ok(StatusCode::NO_CONTENT.into_response()),
+        }
+    }
+}
+
+async fn report(
+    State(shared): State<Arc<Shared>>,
+    Path((host, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(report): Json<Report>,
+) -> Result<StatusCode, Refusal> {
+    authenticate(&shared, &host, &headers)?;
+    shared.lock().report(&host, &id, report)?;
+    shared.changed();
+    Ok(StatusCode::NO_CONTENT)
+}

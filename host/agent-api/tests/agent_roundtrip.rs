@@ -1,0 +1,238 @@
+//! The real agent loop against the real agent API over HTTPS: commands and reports flow,
+//! hosts cannot reach each other's commands, and a restarted API re-delivers an unfinished
+//! command that the agent answers from its ledger instead of running it again.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ingot_agent::client::Agent;
+use ingot_agent::hardware::SimulatedHardware;
+use ingot_agent::inventory::{HardwareDetails, Nic, Storage};
+use ingot_agent::protocol::{Command, CommandResult, Report};
+use ingot_agent_api::{AgentApi, AgentApiConfig, CertificateAuthority, CommandState, Snapshot};
+
+const MAC: &str = "52:54:00:aa:00:01";
+
+fn hardware(dir: &std::path::Path) -> SimulatedHardware {
+    let path = dir.join("sda.img");
+    let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+    file.set_len(64 << 20).unwrap_or_else(|e| panic!("{e}"));
+    let storage = Storage {
+        name: "/dev/sda".into(),
+        size_bytes: 64 << 20,
+        serial_number: "SER-1".into(),
+        ..Storage::default()
+    };
+    let nics = vec![Nic {
+        name: "eno1".into(),
+        mac: MAC.into(),
+        ..Nic::default()
+    }];
+    SimulatedHardware {
+        details: HardwareDetails {
+            storage: vec![storage],
+            nics,
+            ..HardwareDetails::default()
+        },
+        disk_files: BTreeMap::from([("/dev/sda".to_owned(), path)]),
+    }
+}
+
+async fn start(ca: &CertificateAuthority, listen: SocketAddr, snapshot: Snapshot) -> AgentApi {
+    let config = AgentApiConfig {
+        listen,
+        server_names: vec!["127.0.0.1".into()],
+        advertised_url: None,
+        ca: ca.clone(),
+    };
+    // The previous server's socket may take a moment to close after a restart.
+    for _ in 0..50 {
+        if let Ok(api) = AgentApi::start(config.clone(), snapshot.clone()).await {
+            return api;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("agent API did not start on {listen}");
+}
+
+async fn wait_final(api: &AgentApi, host: &str, id: &str) -> CommandState {
+    for _ in 0..200 {
+        if let Ok(state) = api.status(host, id)
+            && state.is_final()
+        {
+            return state;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("command {id} did not finish: {:?}", api.status(host, id));
+}
+
+fn https_client(ca: &CertificateAuthority) -> reqwest::Client {
+    let cert =
+        reqwest::Certificate::from_pem(ca.cert_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(cert)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_runs_commands_and_a_restarted_api_gets_the_ledgered_result() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
+    let api = start(
+        &ca,
+        "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        Snapshot::default(),
+    )
+    .await;
+    let listen: SocketAddr = api
+        .url()
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let token = api
+        .register_host("node-0", &[MAC.to_uppercase()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let hardware = Arc::new(hardware(dir.path()));
+    let disk = hardware.disk_files["/dev/sda"].clone();
+    let agent = Agent::new(
+        api.boot_config("node-0", &token),
+        hardware,
+        dir.path().to_owned(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let agent_task = tokio::spawn(async move { agent.run().await });
+
+    api.enqueue("node-0", "inspect-1", Command::Inventory)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let inventory = wait_final(&api, "node-0", "inspect-1").await;
+    let CommandState::Succeeded { result } = inventory else {
+        panic!("inventory failed: {inventory:?}")
+    };
+    let CommandResult::Inventory { hardware } = *result else {
+        panic!("unexpected result {result:?}")
+    };
+    assert_eq!(hardware.storage[0].serial_number, "SER-1");
+
+    std::fs::File::options()
+        .write(true)
+        .open(&disk)
+        .and_then(|f| f.write_all_at(b"\x55\xaa", 510))
+        .unwrap_or_else(|e| panic!("{e}"));
+    api.enqueue("node-0", "clean-1", Command::EraseMetadata)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        wait_final(&api, "node-0", "clean-1").await,
+        CommandState::Succeeded { .. }
+    ));
+
+    // The operator persisted its state while the erase was still running, then restarted.
+    let mut stale = api.snapshot();
+    if let Some(host) = stale.hosts.get_mut("node-0") {
+        for command in &mut host.commands {
+            if command.id == "clean-1" {
+                command.state = CommandState::Delivered;
+            }
+        }
+    }
+    drop(api);
+    // Data written after the erase must survive: a second erase would wipe it.
+    std::fs::File::options()
+        .write(true)
+        .open(&disk)
+        .and_then(|f| f.write_all_at(b"MARK", 0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let api = start(&ca, listen, stale).await;
+
+    let state = wait_final(&api, "node-0", "clean-1").await;
+
+    assert!(matches!(state, CommandState::Succeeded { .. }), "{state:?}");
+    let mut mark = [0u8; 4];
+    std::fs::File::open(&disk)
+        .and_then(|f| f.read_exact_at(&mut mark, 0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(&mark, b"MARK", "the agent ran the erase a second time");
+    assert!(!agent_task.is_finished());
+    agent_task.abort();
+}
+
+#[tokio::test]
+async fn hosts_cannot_see_or_answer_each_others_commands() {
+    let ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
+    let api = start(
+        &ca,
+        "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        Snapshot::default(),
+    )
+    .await;
+    let token_a = api
+        .register_host("a", &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let token_b = api
+        .register_host("b", &["52:54:00:00:00:0b".into()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    api.enqueue("b", "secret", Command::Inventory)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let client = https_client(&ca);
+    let url = |path: &str| format!("{}/v1/hosts/{path}", api.url());
+    let hello = serde_json::json!({"version": 1, "macs": [], "agentVersion": "test"});
+    let failed = serde_json::to_value(Report::Failed {
+        error: "forged".into(),
+    })
+    .unwrap_or_default();
+    let status = |response: Result<reqwest::Response, reqwest::Error>| {
+        response.map(|r| r.status().as_u16()).unwrap_or_default()
+    };
+
+    let with_a_token_on_b = client
+        .get(url("b/commands/next"))
+        .bearer_auth(&token_a)
+        .send()
+        .await;
+    let forged_report = client
+        .post(url("b/commands/secret/report"))
+        .bearer_auth(&token_a)
+        .json(&failed)
+        .send()
+        .await;
+    let report_through_own_path = client
+        .post(url("a/commands/secret/report"))
+        .bearer_auth(&token_a)
+        .json(&failed)
+        .send()
+        .await;
+    let no_token = client.post(url("a/hello")).json(&hello).send().await;
+    let wrong_macs = client
+        .post(url("b/hello"))
+        .bearer_auth(&token_b)
+        .json(&hello)
+        .send()
+        .await;
+    let poll_before_hello = client
+        .get(url("a/commands/next"))
+        .bearer_auth(&token_a)
+        .send()
+        .await;
+
+    assert_eq!(status(with_a_token_on_b), 401);
+    assert_eq!(status(forged_report), 401);
+    assert_eq!(status(report_through_own_path), 404);
+    assert_eq!(status(no_token), 401);
+    assert_eq!(status(wrong_macs), 403);
+    assert_eq!(status(poll_before_hello), 428);
+    assert_eq!(api.status("b", "secret").ok(), Some(CommandState::Pending));
+
+    let untrusted = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        untrusted.get(url("a/commands/next")).send().await.is_err(),
+        "the server certificate must chain to the CA only"
+    );
+}
