@@ -14,6 +14,7 @@
 
 pub mod chassis;
 pub mod codec;
+pub mod component;
 pub mod driver;
 pub mod error;
 pub mod session;

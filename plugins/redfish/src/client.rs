@@ -424,17 +424,17 @@ fn status_error(method: &'static str, path: &str, response: &Response) -> Redfis
     if message.is_empty() && matches!(response.status, 401 | 403) {
         message = "the BMC rejected the credentials".to_owned();
     }
-    let busy = BUSY_MESSAGE_IDS.iter().any(|id| {
-        json::message_ids(&body)
-            .iter()
-            .any(|found| found.contains(id))
-    });
+    let message_ids = json::message_ids(&body);
+    let busy = BUSY_MESSAGE_IDS
+        .iter()
+        .any(|id| message_ids.iter().any(|found| found.contains(id)));
     RedfishError::Status {
         method,
         path: path.to_owned(),
         // A busy BMC is reported as 503 so that the error is transient.
         status: if busy { 503 } else { response.status },
         message,
+        message_id: message_ids.into_iter().next(),
     }
 }
 

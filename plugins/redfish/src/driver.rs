@@ -4,7 +4,7 @@
 use crate::client::{Accepted, Client, Resource, TaskPoll};
 use crate::error::RedfishError;
 use crate::json;
-use crate::model::Progress;
+use crate::model::{Pending, Progress};
 use crate::profile::{Profile, system_path_from_address};
 use crate::transport::{BmcHttp, Environment};
 
@@ -133,10 +133,10 @@ impl<H: BmcHttp, E: Environment> Session<'_, '_, H, E> {
             Accepted::Task(uri) => {
                 // Losing the record only means the next call starts over.
                 let _ = self.env.set(key, uri.as_bytes());
-                Progress::InProgress {
+                Progress::InProgress(Pending {
                     requeue_after_ms: REQUEUE_AFTER_MS,
                     detail: format!("waiting for BMC task {uri}"),
-                }
+                })
             }
         }
     }
@@ -156,10 +156,10 @@ impl<H: BmcHttp, E: Environment> Session<'_, '_, H, E> {
             self.env.delete(key);
         }
         match poll? {
-            TaskPoll::Running(detail) => Ok(Some(Progress::InProgress {
+            TaskPoll::Running(detail) => Ok(Some(Progress::InProgress(Pending {
                 requeue_after_ms: REQUEUE_AFTER_MS,
                 detail: format!("BMC task {uri}: {detail}"),
-            })),
+            }))),
             TaskPoll::Finished => Ok(None),
         }
     }

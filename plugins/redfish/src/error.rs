@@ -44,6 +44,8 @@ pub enum RedfishError {
         status: u16,
         /// Message extracted from the Redfish error body, if any.
         message: String,
+        /// First Redfish `MessageId` of the error body, if any.
+        message_id: Option<String>,
     },
 
     /// A body was not the JSON resource expected.
@@ -99,6 +101,22 @@ fn message_suffix(message: &str) -> String {
 }
 
 impl RedfishError {
+    /// The HTTP status the BMC answered with, if it answered with an error.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The Redfish `MessageId` of the BMC's error, if it gave one.
+    pub fn message_id(&self) -> Option<String> {
+        match self {
+            Self::Status { message_id, .. } => message_id.clone(),
+            _ => None,
+        }
+    }
+
     /// The stable class of this failure.
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -27,21 +27,25 @@ impl<H: BmcHttp, E: Environment> Session<'_, '_, H, E> {
                 serial_number: text(&system, "SerialNumber"),
             }),
             bios: json::str_at(&system, &["BiosVersion"]).map(|version| Bios {
-                version: version.to_owned(),
+                date: String::new(),
                 vendor: manufacturer,
+                version: version.to_owned(),
             }),
             ram_mebibytes: self.memory_mebibytes(&system)?,
             nics: self.nics(&system)?,
             storage: self.disks(&system)?,
             cpu: self.cpu(&system)?,
+            hostname: json::str_at(&system, &["HostName"])
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned),
         })
     }
 
-    /// Reads the current BIOS attributes as text.
+    /// Reads the current BIOS attributes with their JSON values.
     ///
     /// # Errors
     /// [`RedfishError::Unsupported`] when the system has no Bios resource.
-    pub fn bios_attributes(&mut self) -> Result<Vec<(String, String)>, RedfishError> {
+    pub fn bios_attributes(&mut self) -> Result<Vec<(String, Value)>, RedfishError> {
         let link = json::link(&self.system.body, &["Bios"]).ok_or_else(|| {
             RedfishError::Unsupported("the system has no Bios resource".to_owned())
         })?;
@@ -60,7 +64,7 @@ impl<H: BmcHttp, E: Environment> Session<'_, '_, H, E> {
             })?;
         Ok(attributes
             .iter()
-            .map(|(name, value)| (name.clone(), json::scalar_text(value)))
+            .map(|(name, value)| (name.clone(), value.clone()))
             .collect())
     }
 
@@ -120,6 +124,7 @@ impl<H: BmcHttp, E: Environment> Session<'_, '_, H, E> {
                 .get("MaxSpeedMHz")
                 .and_then(Value::as_f64)
                 .unwrap_or(0.0),
+            flags: Vec::new(),
             count: u32::try_from(count).unwrap_or(u32::MAX),
         }))
     }
@@ -141,8 +146,15 @@ impl<H: BmcHttp, E: Environment> Session<'_, '_, H, E> {
                         .or_else(|| json::str_at(interface, &["Name"]))
                         .unwrap_or_default()
                         .to_owned(),
+                    model: String::new(),
                     mac: mac.to_ascii_lowercase().replace('-', ":"),
+                    ip: None,
                     speed_gbps: u32::try_from(speed_mbps / 1000).unwrap_or(u32::MAX),
+                    vlans: Vec::new(),
+                    vlan_id: None,
+                    pxe: false,
+                    lldp: None,
+                    pci_address: None,
                 })
             })
             .collect())
@@ -209,6 +221,7 @@ fn summary_cpu(system: &Value) -> Option<Cpu> {
         arch: String::new(),
         model: text(summary, "Model"),
         clock_megahertz: 0.0,
+        flags: Vec::new(),
         count: u32::try_from(count).unwrap_or(u32::MAX),
     })
 }
@@ -236,33 +249,62 @@ fn drive_disk(drive: &Value) -> Disk {
         (_, Some("HDD")) => Some(DiskKind::Hdd),
         _ => None,
     };
-    Disk {
-        name: json::str_at(drive, &["Name"])
-            .or_else(|| json::str_at(drive, &["Id"]))
-            .unwrap_or_default()
-            .to_owned(),
+    let name = json::str_at(drive, &["Name"])
+        .or_else(|| json::str_at(drive, &["Id"]))
+        .unwrap_or_default()
+        .to_owned();
+    disk(DiskFields {
+        name,
         kind,
-        size_bytes: drive
-            .get("CapacityBytes")
-            .and_then(Value::as_u64)
-            .unwrap_or(0),
+        size_bytes: capacity(drive),
         vendor: text(drive, "Manufacturer"),
         model: text(drive, "Model"),
         serial_number: text(drive, "SerialNumber"),
-    }
+    })
 }
 
 fn simple_disk(device: &Value) -> Disk {
-    Disk {
+    disk(DiskFields {
         name: text(device, "Name"),
         kind: None,
-        size_bytes: device
-            .get("CapacityBytes")
-            .and_then(Value::as_u64)
-            .unwrap_or(0),
+        size_bytes: capacity(device),
         vendor: text(device, "Manufacturer"),
         model: text(device, "Model"),
         serial_number: String::new(),
+    })
+}
+
+fn capacity(device: &Value) -> u64 {
+    device
+        .get("CapacityBytes")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// What Redfish tells about a disk; the rest of the record needs the OS.
+struct DiskFields {
+    name: String,
+    kind: Option<DiskKind>,
+    size_bytes: u64,
+    vendor: String,
+    model: String,
+    serial_number: String,
+}
+
+fn disk(fields: DiskFields) -> Disk {
+    Disk {
+        name: fields.name,
+        alternate_names: Vec::new(),
+        rotational: fields.kind == Some(DiskKind::Hdd),
+        kind: fields.kind,
+        size_bytes: fields.size_bytes,
+        vendor: fields.vendor,
+        model: fields.model,
+        serial_number: fields.serial_number,
+        wwn: String::new(),
+        wwn_vendor_extension: String::new(),
+        wwn_with_extension: String::new(),
+        hctl: String::new(),
     }
 }
 

@@ -18,6 +18,7 @@
 
 pub mod boot;
 pub mod client;
+pub mod component;
 pub mod driver;
 pub mod error;
 pub mod inventory;

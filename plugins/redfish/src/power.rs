@@ -13,7 +13,7 @@ use crate::client::Accepted;
 use crate::driver::{REQUEUE_AFTER_MS, Session};
 use crate::error::RedfishError;
 use crate::json;
-use crate::model::{PowerAction, PowerState, Progress};
+use crate::model::{Pending, PowerAction, PowerState, Progress};
 use crate::transport::{BmcHttp, Environment};
 
 const PENDING_KEY: &str = "redfish/power-pending";
@@ -36,12 +36,12 @@ const DMTF_RESET_TYPES: [&str; 7] = [
 
 /// A reset request remembered between calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Pending {
+struct PendingReset {
     reset_type: String,
     issued_ms: u64,
 }
 
-impl Pending {
+impl PendingReset {
     fn encode(&self) -> Vec<u8> {
         format!("{}:{}", self.reset_type, self.issued_ms).into_bytes()
     }
@@ -245,7 +245,7 @@ impl<H: BmcHttp, E: Environment> Session<'_, '_, H, E> {
 
     fn remember(&mut self, issued: Option<String>, now: u64, wanted: PowerState) -> Progress {
         if let Some(reset_type) = issued {
-            let pending = Pending {
+            let pending = PendingReset {
                 reset_type,
                 issued_ms: now,
             };
@@ -257,7 +257,7 @@ impl<H: BmcHttp, E: Environment> Session<'_, '_, H, E> {
 
     fn check_timeout(
         &mut self,
-        pending: &Pending,
+        pending: &PendingReset,
         now: u64,
         wanted: PowerState,
     ) -> Result<Progress, RedfishError> {
@@ -276,10 +276,10 @@ impl<H: BmcHttp, E: Environment> Session<'_, '_, H, E> {
         })
     }
 
-    fn pending(&mut self) -> Option<Pending> {
+    fn pending(&mut self) -> Option<PendingReset> {
         self.env
             .get(PENDING_KEY)
-            .and_then(|bytes| Pending::decode(&bytes))
+            .and_then(|bytes| PendingReset::decode(&bytes))
     }
 
     fn config_ms(&mut self, key: &str, default: u64) -> u64 {
@@ -291,10 +291,10 @@ impl<H: BmcHttp, E: Environment> Session<'_, '_, H, E> {
 }
 
 fn in_progress(wanted: PowerState, detail: &str) -> Progress {
-    Progress::InProgress {
+    Progress::InProgress(Pending {
         requeue_after_ms: REQUEUE_AFTER_MS,
         detail: format!("{detail}; waiting for power state {wanted:?}"),
-    }
+    })
 }
 
 /// The AllowableValues of one parameter in an ActionInfo resource.
@@ -316,12 +316,12 @@ mod tests {
 
     #[test]
     fn pending_round_trips() {
-        let pending = Pending {
+        let pending = PendingReset {
             reset_type: "GracefulShutdown".to_owned(),
             issued_ms: 42,
         };
-        assert_eq!(Pending::decode(&pending.encode()), Some(pending));
-        assert_eq!(Pending::decode(b"garbage"), None);
+        assert_eq!(PendingReset::decode(&pending.encode()), Some(pending));
+        assert_eq!(PendingReset::decode(b"garbage"), None);
     }
 
     #[test]
