@@ -19,6 +19,7 @@ pub mod imports {
                 import ingot:plugin/bmc-http@0.1.0;
                 import ingot:plugin/bmc-datagram@0.1.0;
                 import ingot:plugin/bmc-secret@0.1.0;
+                import ingot:plugin/bmc-account@0.1.0;
                 import ingot:plugin/host-control@0.1.0;
                 import ingot:plugin/deploy-agent@0.1.0;
             }
@@ -69,6 +70,7 @@ pub mod bmc_driver {
             "ingot:plugin/bmc-http@0.1.0": bmc_http,
             "ingot:plugin/bmc-datagram@0.1.0": bmc_datagram,
             "ingot:plugin/bmc-secret@0.1.0": bmc_secret,
+            "ingot:plugin/bmc-account@0.1.0": bmc_account,
         }
     );
 }

@@ -6,7 +6,8 @@
 //! [`crate::mock::MockHost`].
 
 use crate::bindings::imports::ingot::plugin::{
-    bmc_datagram, bmc_http, bmc_secret, clock, config, deploy_agent, host_control, kv, log,
+    bmc_account, bmc_datagram, bmc_http, bmc_secret, clock, config, deploy_agent, host_control, kv,
+    log,
 };
 use crate::types::{BootDevice, PowerAction, PowerState, Progress, VirtualMedia};
 
@@ -86,6 +87,9 @@ pub trait BmcHost: Host + KvStore {
 
     /// Waits up to `timeout_ms` for one datagram from the BMC.
     fn datagram_receive(&self, timeout_ms: u32) -> Result<Option<Vec<u8>>, TransportError>;
+
+    /// The BMC user name, or none when the host holds no credentials.
+    fn bmc_username(&self) -> Option<String>;
 
     /// HMAC of `message` keyed by the BMC password.
     fn password_mac(&self, algorithm: MacAlgorithm, message: &[u8])
@@ -214,6 +218,10 @@ impl BmcHost for ComponentHost {
 
     fn datagram_receive(&self, timeout_ms: u32) -> Result<Option<Vec<u8>>, TransportError> {
         bmc_datagram::receive(timeout_ms)
+    }
+
+    fn bmc_username(&self) -> Option<String> {
+        bmc_account::username()
     }
 
     fn password_mac(

@@ -80,6 +80,7 @@ pub struct MockHost {
     session_token: RefCell<Option<String>>,
     datagram_responder: RefCell<Option<DatagramResponder>>,
     datagram_inbox: RefCell<VecDeque<Vec<u8>>>,
+    username: Option<String>,
     password: Option<String>,
     power: Cell<PowerState>,
     control_progress: RefCell<VecDeque<Result<Progress, ControlError>>>,
@@ -107,6 +108,7 @@ impl MockHost {
             session_token: RefCell::new(None),
             datagram_responder: RefCell::new(None),
             datagram_inbox: RefCell::new(VecDeque::new()),
+            username: None,
             password: None,
             power: Cell::new(PowerState::Off),
             control_progress: RefCell::new(VecDeque::new()),
@@ -121,8 +123,10 @@ impl MockHost {
         self
     }
 
-    /// Sets the BMC password used by the secret-keyed MACs.
-    pub fn with_password(mut self, password: &str) -> Self {
+    /// Sets the BMC credentials: the user name the plugin may read and the
+    /// password used by the secret-keyed MACs.
+    pub fn with_credentials(mut self, username: &str, password: &str) -> Self {
+        self.username = Some(username.to_owned());
         self.password = Some(password.to_owned());
         self
     }
@@ -368,6 +372,10 @@ impl BmcHost for MockHost {
         }
 
         Ok(reply)
+    }
+
+    fn bmc_username(&self) -> Option<String> {
+        self.username.clone()
     }
 
     fn password_mac(
