@@ -16,4 +16,6 @@ pub const CAPM3_GROUP: &str = "infrastructure.cluster.x-k8s.io";
 /// API group of the Cluster API core objects.
 pub const CAPI_GROUP: &str = "cluster.x-k8s.io";
 pub mod bmc;
+pub mod schema;
 pub mod url;
+pub mod validation;

@@ -65,8 +65,13 @@ fn normalize(schema: JSONSchemaProps) -> JSONSchemaProps {
     let Ok(mut value) = serde_json::to_value(&schema) else {
         return schema;
     };
-    normalize_node(&mut value);
+    normalize_value(&mut value);
     serde_json::from_value(value).unwrap_or(schema)
+}
+
+/// [`normalize_crd`] for one schema in JSON form.
+pub fn normalize_value(schema: &mut Value) {
+    normalize_node(schema);
 }
 
 fn normalize_node(node: &mut Value) {
