@@ -5,12 +5,12 @@ CARGO ?= cargo
 VENV := .venv
 PLUGIN_TARGET := wasm32-wasip2
 
-.PHONY: dev test lint setup setup-rust setup-packages setup-venv
+.PHONY: dev test lint setup setup-rust setup-packages setup-venv plugins
 
 dev: setup-rust
 	$(CARGO) run --release -p ingot -- dev
 
-test: setup lint
+test: setup lint plugins
 	$(CARGO) test --workspace --all-targets
 
 lint: setup-rust
@@ -18,6 +18,17 @@ lint: setup-rust
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 setup: setup-rust setup-packages setup-venv
+
+# WebAssembly plugins the tests load, built one crate per cargo invocation:
+# each enables one world feature of the SDK, and features unify within an
+# invocation. Tests find them under $(CARGO_TARGET_DIR)/wasm32-wasip2/plugin.
+WASM_PLUGINS := ingot-default-selector ingot-example-host-selection \
+	ingot-fixture-hostile ingot-fixture-file-reader ingot-fixture-socket-dialer ingot-fixture-bmc-escape
+
+plugins: setup-rust
+	@for crate in $(WASM_PLUGINS); do \
+		$(CARGO) build --target $(PLUGIN_TARGET) --profile plugin -p $$crate || exit 1; \
+	done
 
 setup-rust:
 	rustup target add $(PLUGIN_TARGET)
