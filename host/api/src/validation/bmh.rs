@@ -311,26 +311,13 @@ fn check_image(spec: &BareMetalHostSpec, errors: &mut Vec<FieldError>) {
     let Some(image) = &spec.image else {
         return;
     };
-    if let Err(message) = super::capm3::check_image_url(&image.url) {
-        errors.push(FieldError::invalid("spec.image.url", message));
-    }
-    let is_oci = image.url.starts_with("oci://");
-    let has_checksum = image
-        .checksum
-        .as_deref()
-        .is_some_and(|checksum| !checksum.is_empty());
-    if is_oci && has_checksum {
-        errors.push(FieldError::invalid(
-            "spec.image.checksum",
-            "spec.image.checksum must be empty for OCI images (oci:// images have embedded checksums)",
-        ));
-    }
-    if !is_oci && !has_checksum && image.disk_format != Some(DiskFormat::LiveIso) {
-        errors.push(FieldError::required(
-            "spec.image.checksum",
-            "checksum is required for normal images",
-        ));
-    }
+    super::capm3::check_image_source(
+        "spec.image",
+        &image.url,
+        image.checksum.as_deref(),
+        image.disk_format,
+        errors,
+    );
 }
 
 fn check_annotations(host: &BareMetalHost, errors: &mut Vec<FieldError>) {

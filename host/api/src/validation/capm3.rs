@@ -61,23 +61,39 @@ fn check_image(spec: &Metal3MachineSpec, path: &str, errors: &mut Vec<FieldError
             return;
         }
     };
-    if let Err(message) = check_image_url(&image.url) {
-        errors.push(FieldError::invalid(format!("{path}.image.url"), message));
+    check_image_source(
+        &format!("{path}.image"),
+        &image.url,
+        image.checksum.as_deref(),
+        image.disk_format,
+        errors,
+    );
+}
+
+/// The URL and checksum rules shared by hosts and machines: an allowed URL, a checksum for
+/// every image except live ISOs and `oci://` images, and no checksum for `oci://` images
+/// (their digests are embedded).
+pub(super) fn check_image_source(
+    path: &str,
+    url: &str,
+    checksum: Option<&str>,
+    format: Option<DiskFormat>,
+    errors: &mut Vec<FieldError>,
+) {
+    if let Err(message) = check_image_url(url) {
+        errors.push(FieldError::invalid(format!("{path}.url"), message));
     }
-    let is_oci = image.url.starts_with("oci://");
-    let has_checksum = image
-        .checksum
-        .as_deref()
-        .is_some_and(|checksum| !checksum.is_empty());
+    let is_oci = url.starts_with("oci://");
+    let has_checksum = checksum.is_some_and(|checksum| !checksum.is_empty());
     if is_oci && has_checksum {
         errors.push(FieldError::invalid(
-            format!("{path}.image.checksum"),
+            format!("{path}.checksum"),
             "checksum must be empty for OCI images (oci:// images have embedded checksums)",
         ));
     }
-    if !is_oci && !has_checksum && image.disk_format != Some(DiskFormat::LiveIso) {
+    if !is_oci && !has_checksum && format != Some(DiskFormat::LiveIso) {
         errors.push(FieldError::required(
-            format!("{path}.image.checksum"),
+            format!("{path}.checksum"),
             "checksum is required for normal images",
         ));
     }
