@@ -1,1 +1,208 @@
-//! Placeholder until this crate lands.
+//! The ingot virtual lab: simulated bare-metal machines for development and tests.
+//!
+//! A lab runs N machines built from a hardware profile. One HTTP listener serves:
+//! - `/redfish/v1/...`: one Redfish service with a System and a Manager per machine;
+//! - `/images/...`: the image server (images, checksum files, uploaded deploy documents);
+//! - `/lab/v1/...`: the control API (machine status, fault injection).
+//!
+//! Machines power on with a delay, boot the deploy agent from virtual media (running the real
+//! agent code against sparse-file disks) or boot the image written to their disk.
+
+pub mod images;
+pub mod machine;
+pub mod profile;
+pub mod redfish;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+
+use machine::{Faults, Machine};
+use profile::Profile;
+pub use redfish::Credentials;
+
+/// Error of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A machine could not be created.
+    #[error("cannot create machine {index}")]
+    Machine {
+        /// Machine index.
+        index: u32,
+        /// Cause.
+        #[source]
+        source: machine::Error,
+    },
+    /// The lab directory could not be prepared.
+    #[error("cannot prepare the lab directory {path}")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The listener could not be opened.
+    #[error("cannot listen on {address}")]
+    Listen {
+        /// Address.
+        address: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client")]
+    Client(#[source] reqwest::Error),
+}
+
+/// How to build a lab.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    /// Number of machines.
+    pub machines: u32,
+    /// Hardware of every machine.
+    pub profile: Profile,
+    /// Directory for disk files and the image store.
+    pub dir: PathBuf,
+    /// Address of the HTTP listener (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// BMC login.
+    pub credentials: Credentials,
+}
+
+/// A running lab. Dropping it stops the server and every machine.
+pub struct Lab {
+    machines: Vec<Arc<Machine>>,
+    url: String,
+    image_dir: PathBuf,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Lab {
+    /// Creates the machines and starts serving.
+    pub async fn start(config: LabConfig) -> Result<Self, Error> {
+        let image_dir = config.dir.join("images");
+        std::fs::create_dir_all(&image_dir).map_err(|source| Error::Directory {
+            path: image_dir.clone(),
+            source,
+        })?;
+        let http = reqwest::Client::builder().build().map_err(Error::Client)?;
+        let machines = (0..config.machines)
+            .map(|index| {
+                Machine::create(index, &config.profile, &config.dir, http.clone())
+                    .map(Arc::new)
+                    .map_err(|source| Error::Machine { index, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let app = redfish::router(machines.clone(), config.credentials.clone())
+            .merge(images::router(image_dir.clone()))
+            .merge(control_router(machines.clone()));
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Listen {
+                address: config.listen,
+                source,
+            })?;
+        let address = listener.local_addr().map_err(|source| Error::Listen {
+            address: config.listen,
+            source,
+        })?;
+        let server = tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(error = %error, "lab server stopped");
+            }
+        });
+        tracing::info!(url = %format!("http://{address}"), machines = machines.len(), "lab running");
+        Ok(Self {
+            machines,
+            url: format!("http://{address}"),
+            image_dir,
+            server,
+        })
+    }
+
+    /// Base URL of the lab listener.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The Redfish address of machine `id` in Metal3 form.
+    pub fn bmc_address(&self, id: &str) -> String {
+        format!("redfish+{}/redfish/v1/Systems/{id}", self.url)
+    }
+
+    /// Directory the image server serves.
+    pub fn image_dir(&self) -> &std::path::Path {
+        &self.image_dir
+    }
+
+    /// The machines.
+    pub fn machines(&self) -> &[Arc<Machine>] {
+        &self.machines
+    }
+}
+
+fn control_router(machines: Vec<Arc<Machine>>) -> axum::Router {
+    axum::Router::new()
+        .route("/lab/v1/machines", get(list_machines))
+        .route("/lab/v1/machines/{id}", get(machine_status))
+        .route(
+            "/lab/v1/machines/{id}/faults",
+            put(set_faults).get(get_faults),
+        )
+        .with_state(Arc::new(machines))
+}
+
+type Machines = Arc<Vec<Arc<Machine>>>;
+
+fn find<'a>(machines: &'a Machines, id: &str) -> Result<&'a Arc<Machine>, (StatusCode, String)> {
+    machines
+        .iter()
+        .find(|m| m.id == id)
+        .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no machine {id}")))
+}
+
+async fn list_machines(State(machines): State<Machines>) -> Response {
+    Json(machines.iter().map(|m| m.status()).collect::<Vec<_>>()).into_response()
+}
+
+async fn machine_status(State(machines): State<Machines>, Path(id): Path<String>) -> Response {
+    find(&machines, &id).map_or_else(IntoResponse::into_response, |m| {
+        Json(m.status()).into_response()
+    })
+}
+
+async fn get_faults(State(machines): State<Machines>, Path(id): Path<String>) -> Response {
+    find(&machines, &id).map_or_else(IntoResponse::into_response, |m| {
+        Json(m.faults()).into_response()
+    })
+}
+
+async fn set_faults(
+    State(machines): State<Machines>,
+    Path(id): Path<String>,
+    Json(faults): Json<Faults>,
+) -> Response {
+    match find(&machines, &id) {
+        Ok(machine) => {
+            tracing::info!(machine = %id, faults = ?faults, "faults set");
+            machine.set_faults(faults);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(not_found) => not_found.into_response(),
+    }
+}

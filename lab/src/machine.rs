@@ -1,0 +1,524 @@
+//! A simulated machine: power state machine, boot override, virtual media, disks, and the
+//! deploy agent it runs when booted from the deploy image.
+//!
+//! Booting from virtual media fetches the inserted image URL, which serves the agent's boot
+//! configuration (the lab stands in for the ramdisk), and starts the real agent code as a
+//! task against the machine's sparse-file disks. Booting from disk succeeds only when a disk
+//! carries a valid partition table, which is what a written image leaves behind.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ingot_agent::bootconfig::BootConfig;
+use ingot_agent::client::Agent;
+use ingot_agent::disk::Disk;
+use ingot_agent::hardware::{self, Hardware, SimulatedHardware};
+use ingot_agent::inventory::{HardwareDetails, Storage};
+use serde::{Deserialize, Serialize};
+
+use crate::profile::Profile;
+
+/// Error of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A disk file could not be created.
+    #[error("cannot create disk file {path}")]
+    CreateDisk {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The requested reset type is not offered.
+    #[error(
+        "ResetType {0:?} is not supported; supported values are listed in ResetType@Redfish.AllowableValues"
+    )]
+    UnsupportedReset(String),
+}
+
+/// Reset types the simulated BMC offers.
+pub const RESET_TYPES: [&str; 6] = [
+    "On",
+    "ForceOff",
+    "GracefulShutdown",
+    "GracefulRestart",
+    "ForceRestart",
+    "PowerCycle",
+];
+
+/// Boot targets the simulated BMC offers.
+pub const BOOT_TARGETS: [&str; 4] = ["None", "Pxe", "Cd", "Hdd"];
+
+/// Redfish power states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PowerState {
+    /// Powered off.
+    Off,
+    /// Transitioning to on.
+    PoweringOn,
+    /// Powered on.
+    On,
+    /// Transitioning to off.
+    PoweringOff,
+}
+
+/// Redfish boot source override.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BootOverride {
+    /// `None`, `Pxe`, `Cd` or `Hdd`.
+    pub boot_source_override_target: String,
+    /// `Disabled`, `Once` or `Continuous`.
+    pub boot_source_override_enabled: String,
+    /// `UEFI` or `Legacy`.
+    pub boot_source_override_mode: String,
+}
+
+impl Default for BootOverride {
+    fn default() -> Self {
+        Self {
+            boot_source_override_target: "None".into(),
+            boot_source_override_enabled: "Disabled".into(),
+            boot_source_override_mode: "UEFI".into(),
+        }
+    }
+}
+
+/// Faults injected through the lab control API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Faults {
+    /// The BMC answers every request with 503, as if it were unreachable behind a proxy.
+    pub bmc_unreachable: bool,
+    /// Extra latency of every BMC request, in milliseconds.
+    pub bmc_delay_ms: u64,
+    /// Disk writes fail with "no space left on device".
+    pub disk_write_error: bool,
+    /// The agent dies as soon as it starts (a running agent is killed when this is set).
+    pub agent_crash: bool,
+}
+
+/// What the machine is doing, for the lab status endpoint and Redfish `BootProgress`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum Activity {
+    /// Powered off.
+    Off,
+    /// Firmware is starting.
+    Booting,
+    /// Running the deploy agent from virtual media.
+    Agent {
+        /// URL of the deploy image.
+        image: String,
+    },
+    /// The deploy agent stopped.
+    AgentStopped {
+        /// Why.
+        reason: String,
+    },
+    /// Booted the operating system from a disk.
+    BootedFromDisk {
+        /// The disk it booted from.
+        disk: String,
+    },
+    /// Nothing bootable was found.
+    NoBootableDevice {
+        /// What was tried.
+        reason: String,
+    },
+}
+
+/// Virtual media slot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Media {
+    /// Inserted image URL.
+    pub image: Option<String>,
+}
+
+struct State {
+    power: PowerState,
+    boot: BootOverride,
+    media: Media,
+    activity: Activity,
+    faults: Faults,
+    agent: Option<tokio::task::JoinHandle<()>>,
+    /// Bumped by every power request, so a superseded transition does not complete.
+    generation: u64,
+}
+
+/// One simulated machine.
+pub struct Machine {
+    /// System id in Redfish and name in the lab.
+    pub id: String,
+    /// Stable UUID.
+    pub uuid: String,
+    /// Hardware and disks.
+    pub hardware: SimulatedHardware,
+    power_delay: Duration,
+    spill_dir: PathBuf,
+    http: reqwest::Client,
+    state: Mutex<State>,
+}
+
+/// Snapshot of a machine for status endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineStatus {
+    /// Machine id.
+    pub id: String,
+    /// Power state.
+    pub power: PowerState,
+    /// Boot override.
+    pub boot: BootOverride,
+    /// Inserted media.
+    pub media: Option<String>,
+    /// What it is doing.
+    pub activity: Activity,
+    /// Active faults.
+    pub faults: Faults,
+}
+
+impl Machine {
+    /// Creates machine `index` from `profile`, with sparse disk files in `dir`.
+    pub fn create(
+        index: u32,
+        profile: &Profile,
+        dir: &Path,
+        http: reqwest::Client,
+    ) -> Result<Self, Error> {
+        let id = format!("lab-{index}");
+        let details = profile.inventory(index, &id);
+        let disk_files = create_disks(&details, &dir.join(&id))?;
+        let spill_dir = dir.join(&id).join("tmp");
+        std::fs::create_dir_all(&spill_dir).map_err(|source| Error::CreateDisk {
+            path: spill_dir.clone(),
+            source,
+        })?;
+        Ok(Self {
+            uuid: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, id.as_bytes()).to_string(),
+            id,
+            hardware: SimulatedHardware {
+                details,
+                disk_files,
+            },
+            power_delay: Duration::from_millis(profile.power_delay_ms),
+            spill_dir,
+            http,
+            state: Mutex::new(State {
+                power: PowerState::Off,
+                boot: BootOverride::default(),
+                media: Media::default(),
+                activity: Activity::Off,
+                faults: Faults::default(),
+                agent: None,
+                generation: 0,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Current status.
+    pub fn status(&self) -> MachineStatus {
+        let state = self.lock();
+        MachineStatus {
+            id: self.id.clone(),
+            power: state.power,
+            boot: state.boot.clone(),
+            media: state.media.image.clone(),
+            activity: state.activity.clone(),
+            faults: state.faults.clone(),
+        }
+    }
+
+    /// Inventory the machine presents.
+    pub fn details(&self) -> &HardwareDetails {
+        &self.hardware.details
+    }
+
+    /// Active faults.
+    pub fn faults(&self) -> Faults {
+        self.lock().faults.clone()
+    }
+
+    /// Replaces the active faults; setting `agentCrash` kills a running agent.
+    pub fn set_faults(&self, faults: Faults) {
+        let mut state = self.lock();
+        if faults.agent_crash
+            && let Some(agent) = state.agent.take()
+        {
+            agent.abort();
+            state.activity = Activity::AgentStopped {
+                reason: "crashed (injected fault)".into(),
+            };
+        }
+        state.faults = faults;
+    }
+
+    /// Applies a boot override PATCH.
+    pub fn set_boot(&self, boot: BootOverride) {
+        self.lock().boot = boot;
+    }
+
+    /// Inserts virtual media.
+    pub fn insert_media(&self, image: String) {
+        self.lock().media.image = Some(image);
+    }
+
+    /// Ejects virtual media.
+    pub fn eject_media(&self) {
+        self.lock().media.image = None;
+    }
+
+    /// Handles a Redfish `ComputerSystem.Reset`.
+    pub fn reset(self: &Arc<Self>, reset_type: &str) -> Result<(), Error> {
+        match reset_type {
+            "On" => self.power_on(),
+            "ForceOff" | "GracefulShutdown" => self.power_off(),
+            "GracefulRestart" | "ForceRestart" | "PowerCycle" => {
+                self.power_off();
+                self.power_on();
+            }
+            other => return Err(Error::UnsupportedReset(other.to_owned())),
+        }
+        Ok(())
+    }
+
+    fn power_on(self: &Arc<Self>) {
+        let generation = {
+            let mut state = self.lock();
+            if matches!(state.power, PowerState::On | PowerState::PoweringOn) {
+                return;
+            }
+            state.power = PowerState::PoweringOn;
+            state.activity = Activity::Booting;
+            state.generation += 1;
+            state.generation
+        };
+        let machine = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(machine.power_delay).await;
+            {
+                let mut state = machine.lock();
+                if state.generation != generation {
+                    return;
+                }
+                state.power = PowerState::On;
+            }
+            machine.boot(generation).await;
+        });
+    }
+
+    fn power_off(self: &Arc<Self>) {
+        let generation = {
+            let mut state = self.lock();
+            if let Some(agent) = state.agent.take() {
+                agent.abort();
+            }
+            if state.power == PowerState::Off {
+                return;
+            }
+            state.power = PowerState::PoweringOff;
+            state.activity = Activity::Off;
+            state.generation += 1;
+            state.generation
+        };
+        let machine = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(machine.power_delay).await;
+            let mut state = machine.lock();
+            if state.generation == generation {
+                state.power = PowerState::Off;
+            }
+        });
+    }
+
+    /// Firmware: picks the boot device and starts what it holds.
+    async fn boot(self: &Arc<Self>, generation: u64) {
+        let (target, media) = {
+            let mut state = self.lock();
+            let target = match state.boot.boot_source_override_enabled.as_str() {
+                "Once" | "Continuous" => state.boot.boot_source_override_target.clone(),
+                _ => "Hdd".to_owned(),
+            };
+            if state.boot.boot_source_override_enabled == "Once" {
+                state.boot.boot_source_override_enabled = "Disabled".into();
+            }
+            (target, state.media.image.clone())
+        };
+
+        let activity = match (target.as_str(), media) {
+            ("Cd", Some(image)) => self.boot_agent(image, generation).await,
+            ("Cd", None) => Activity::NoBootableDevice {
+                reason: "boot from Cd requested but no media is inserted".into(),
+            },
+            ("Pxe", _) => Activity::NoBootableDevice {
+                reason: "no PXE server answers in the lab".into(),
+            },
+            _ => self.boot_disk(),
+        };
+        let mut state = self.lock();
+        if state.generation == generation {
+            tracing::info!(machine = %self.id, activity = ?activity, "machine booted");
+            state.activity = activity;
+        }
+    }
+
+    fn boot_disk(&self) -> Activity {
+        for storage in &self.hardware.details.storage {
+            if is_bootable(&self.hardware, storage) {
+                return Activity::BootedFromDisk {
+                    disk: storage.name.clone(),
+                };
+            }
+        }
+        Activity::NoBootableDevice {
+            reason: "no disk carries a valid partition table".into(),
+        }
+    }
+
+    async fn boot_agent(self: &Arc<Self>, image: String, generation: u64) -> Activity {
+        let config = match self.fetch_boot_config(&image).await {
+            Ok(config) => config,
+            Err(reason) => return Activity::NoBootableDevice { reason },
+        };
+        let hardware = Arc::new(FaultyHardware {
+            machine: Arc::downgrade(self),
+            inner: self.hardware.clone(),
+        });
+        let agent = match Agent::new(config, hardware, self.spill_dir.clone()) {
+            Ok(agent) => agent,
+            Err(error) => {
+                return Activity::AgentStopped {
+                    reason: error.to_string(),
+                };
+            }
+        };
+
+        let mut state = self.lock();
+        if state.generation != generation {
+            return state.activity.clone();
+        }
+        if state.faults.agent_crash {
+            return Activity::AgentStopped {
+                reason: "crashed (injected fault)".into(),
+            };
+        }
+        let machine = Arc::downgrade(self);
+        state.agent = Some(tokio::spawn(async move {
+            let outcome = agent.run().await;
+            if let Some(machine) = machine.upgrade() {
+                let reason = outcome.map_or_else(|e| e.to_string(), |()| "exited".into());
+                machine.lock().activity = Activity::AgentStopped { reason };
+            }
+        }));
+        Activity::Agent { image }
+    }
+
+    async fn fetch_boot_config(&self, image: &str) -> Result<BootConfig, String> {
+        let response = self
+            .http
+            .get(image)
+            .send()
+            .await
+            .map_err(|e| format!("cannot read virtual media: {}", e.without_url()))?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "virtual media server answered {}",
+                response.status()
+            ));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("cannot read virtual media: {}", e.without_url()))?;
+        BootConfig::from_json(&bytes)
+            .map_err(|e| format!("virtual media is not a deploy image: {e}"))
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        if let Some(agent) = self.lock().agent.take() {
+            agent.abort();
+        }
+    }
+}
+
+fn create_disks(details: &HardwareDetails, dir: &Path) -> Result<BTreeMap<String, PathBuf>, Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::CreateDisk {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut files = BTreeMap::new();
+    for storage in &details.storage {
+        let path = dir.join(format!(
+            "{}.img",
+            storage.device_name().trim_start_matches("/dev/")
+        ));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_len(storage.size_bytes))
+            .map_err(|source| Error::CreateDisk {
+                path: path.clone(),
+                source,
+            });
+        file?;
+        files.insert(storage.name.clone(), path);
+    }
+    Ok(files)
+}
+
+fn is_bootable(hardware: &SimulatedHardware, storage: &Storage) -> bool {
+    let Ok(file) = hardware.open_disk(storage) else {
+        return false;
+    };
+    let Ok(mut disk) = Disk::new(file) else {
+        return false;
+    };
+    matches!(ingot_agent::partition::read_partitions(&mut disk), Ok(Some((_, spans))) if !spans.is_empty())
+}
+
+/// The machine's hardware as the agent sees it, with injected disk faults.
+struct FaultyHardware {
+    machine: std::sync::Weak<Machine>,
+    inner: SimulatedHardware,
+}
+
+impl Hardware for FaultyHardware {
+    fn inventory(&self) -> Result<HardwareDetails, hardware::Error> {
+        self.inner.inventory()
+    }
+
+    fn open_disk(&self, disk: &Storage) -> Result<std::fs::File, hardware::Error> {
+        let failing = self
+            .machine
+            .upgrade()
+            .is_some_and(|m| m.faults().disk_write_error);
+        if !failing {
+            return self.inner.open_disk(disk);
+        }
+        // A read-only descriptor makes every write fail with an I/O error, as a failing
+        // disk would, while reads and the size still look normal.
+        let path = self
+            .inner
+            .disk_files
+            .get(&disk.name)
+            .cloned()
+            .unwrap_or_default();
+        std::fs::File::open(path).map_err(|source| hardware::Error::OpenDisk {
+            disk: disk.name.clone(),
+            source,
+        })
+    }
+}

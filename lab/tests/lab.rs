@@ -1,0 +1,497 @@
+//! The lab end to end: a Redfish client inserts the deploy media and powers a machine on, the
+//! machine runs the real agent against a real agent API, the image is written, and the
+//! machine then boots from its disk. Also covers authentication and injected faults.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ingot_agent::protocol::{
+    Checksum, ChecksumAlgorithm, ChecksumSource, Command, CommandResult, ConfigDrive, ImageFormat,
+    WriteImage,
+};
+use ingot_agent_api::{AgentApi, AgentApiConfig, CertificateAuthority, CommandState, Snapshot};
+use ingot_lab::machine::Faults;
+use ingot_lab::profile::Profile;
+use ingot_lab::{Credentials, Lab, LabConfig};
+use serde_json::{Value, json};
+
+const USER: &str = "admin";
+const PASSWORD: &str = "lab-password";
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    lab: Lab,
+    api: AgentApi,
+    http: reqwest::Client,
+}
+
+async fn setup(machines: u32) -> Setup {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut profile = Profile {
+        power_delay_ms: 100,
+        ..Profile::default()
+    };
+    profile.disks[0].size_gib = 1;
+    let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+    let config = LabConfig {
+        machines,
+        profile,
+        dir: dir.path().to_owned(),
+        listen: localhost,
+        credentials: Credentials {
+            username: USER.into(),
+            password: PASSWORD.into(),
+        },
+    };
+    let lab = Lab::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+    let ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
+    let api_config = AgentApiConfig {
+        listen: localhost,
+        server_names: vec!["127.0.0.1".into()],
+        advertised_url: None,
+        ca,
+    };
+    let api = AgentApi::start(api_config, Snapshot::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    Setup {
+        _dir: dir,
+        lab,
+        api,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Setup {
+    fn redfish(&self, path: &str) -> String {
+        format!("{}/redfish/v1/{path}", self.lab.url())
+    }
+
+    /// Registers the machine with the agent API and publishes its deploy document.
+    async fn publish_deploy_image(&self, id: &str) -> String {
+        let machine = self
+            .lab
+            .machines()
+            .iter()
+            .find(|m| m.id == id)
+            .unwrap_or_else(|| panic!("no {id}"));
+        let macs: Vec<String> = machine
+            .details()
+            .nics
+            .iter()
+            .map(|n| n.mac.clone())
+            .collect();
+        let token = self
+            .api
+            .register_host(id, &macs)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let document = serde_json::to_vec(&self.api.boot_config(id, &token)).unwrap_or_default();
+        let url = format!("{}/images/deploy-{id}.json", self.lab.url());
+        let uploaded = self
+            .http
+            .put(&url)
+            .body(document)
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        assert_eq!(uploaded.ok(), Some(201));
+        url
+    }
+
+    async fn login(&self) -> String {
+        let response = self
+            .http
+            .post(self.redfish("SessionService/Sessions"))
+            .json(&json!({"UserName": USER, "Password": PASSWORD}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(response.status().as_u16(), 201);
+        response
+            .headers()
+            .get("x-auth-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    async fn call(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, self.redfish(path))
+            .header("X-Auth-Token", token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap_or_else(|e| panic!("{e}"));
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Inserts the deploy media, sets a one-time CD boot and powers on, all through Redfish.
+    async fn boot_deploy_image(&self, token: &str, id: &str) {
+        let media = self.publish_deploy_image(id).await;
+        let insert = json!({"Image": media, "Inserted": true, "WriteProtected": true});
+        let inserted = self
+            .call(
+                token,
+                reqwest::Method::POST,
+                &format!("Managers/{id}/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia"),
+                Some(insert),
+            )
+            .await;
+        assert_eq!(inserted.0, 204);
+        let boot = json!({"Boot": {"BootSourceOverrideTarget": "Cd", "BootSourceOverrideEnabled": "Once"}});
+        assert_eq!(
+            self.call(
+                token,
+                reqwest::Method::PATCH,
+                &format!("Systems/{id}"),
+                Some(boot)
+            )
+            .await
+            .0,
+            204
+        );
+        let reset = json!({"ResetType": "On"});
+        assert_eq!(
+            self.call(
+                token,
+                reqwest::Method::POST,
+                &format!("Systems/{id}/Actions/ComputerSystem.Reset"),
+                Some(reset)
+            )
+            .await
+            .0,
+            204
+        );
+        self.wait_activity(token, id, "agent").await;
+    }
+
+    async fn wait_activity(&self, token: &str, id: &str, wanted: &str) -> Value {
+        for _ in 0..100 {
+            let (_, system) = self
+                .call(token, reqwest::Method::GET, &format!("Systems/{id}"), None)
+                .await;
+            if system["Oem"]["IngotLab"]["Activity"]["state"] == wanted {
+                return system;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{id} never reached activity {wanted}");
+    }
+
+    async fn run(&self, host: &str, id: &str, command: Command) -> CommandState {
+        self.api
+            .enqueue(host, id, command)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..600 {
+            if let Ok(state) = self.api.status(host, id)
+                && state.is_final()
+            {
+                return state;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "command {id} did not finish: {:?}",
+            self.api.status(host, id)
+        );
+    }
+}
+
+fn write_image(lab: &Lab, image: &str) -> Command {
+    let url = format!("{}/images/{image}", lab.url());
+    Command::WriteImage(Box::new(WriteImage {
+        checksum: Some(Checksum {
+            algorithm: ChecksumAlgorithm::Auto,
+            value: ChecksumSource::Url(format!("{url}.sha256sum")),
+        }),
+        url,
+        format: ImageFormat::Auto,
+        root_device_hints: serde_json::from_value(json!({"deviceName": "/dev/sda"}))
+            .unwrap_or_default(),
+        config_drive: Some(ConfigDrive {
+            user_data: Some("#cloud-config\n".into()),
+            meta_data: json!({"uuid": "lab-0", "name": "lab-0"}),
+            network_data: None,
+        }),
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_deploys_through_redfish_virtual_media_and_boots_its_disk() {
+    let setup = setup(2).await;
+    ingot_lab::images::generate(setup.lab.image_dir(), "lab-os", 96 << 20)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let token = setup.login().await;
+    let (_, systems) = setup
+        .call(&token, reqwest::Method::GET, "Systems", None)
+        .await;
+    assert_eq!(systems["Members@odata.count"], 2);
+
+    setup.boot_deploy_image(&token, "lab-0").await;
+
+    let inventory = setup.run("lab-0", "inspect", Command::Inventory).await;
+    let CommandState::Succeeded { result } = inventory else {
+        panic!("inventory: {inventory:?}")
+    };
+    let CommandResult::Inventory { hardware } = *result else {
+        panic!("unexpected {result:?}")
+    };
+    assert_eq!(
+        hardware.nics[0].mac,
+        setup.lab.machines()[0].details().nics[0].mac
+    );
+    assert_eq!(hardware.storage.len(), 2);
+    let (_, drive) = setup
+        .call(
+            &token,
+            reqwest::Method::GET,
+            "Systems/lab-0/Storage/1/Drives/2",
+            None,
+        )
+        .await;
+    assert_eq!(
+        drive["SerialNumber"],
+        hardware.storage[1].serial_number.as_str()
+    );
+
+    let written = setup
+        .run(
+            "lab-0",
+            "provision",
+            write_image(&setup.lab, "lab-os.qcow2"),
+        )
+        .await;
+    let CommandState::Succeeded { result } = written else {
+        panic!("write: {written:?}")
+    };
+    let CommandResult::ImageWritten(written) = *result else {
+        panic!("unexpected {result:?}")
+    };
+    assert_eq!(
+        (written.format, written.image_bytes),
+        (ImageFormat::Qcow2, 96 << 20)
+    );
+    assert!(
+        written
+            .verified_checksum
+            .is_some_and(|c| c.starts_with("sha256:"))
+    );
+
+    let eject = setup
+        .call(
+            &token,
+            reqwest::Method::POST,
+            "Managers/lab-0/VirtualMedia/Cd/Actions/VirtualMedia.EjectMedia",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(eject.0, 204);
+    let restart = json!({"ResetType": "ForceRestart"});
+    assert_eq!(
+        setup
+            .call(
+                &token,
+                reqwest::Method::POST,
+                "Systems/lab-0/Actions/ComputerSystem.Reset",
+                Some(restart)
+            )
+            .await
+            .0,
+        204
+    );
+    let system = setup.wait_activity(&token, "lab-0", "bootedFromDisk").await;
+
+    assert_eq!(system["BootProgress"]["LastState"], "OSRunning");
+    assert_eq!(system["PowerState"], "On");
+    assert_eq!(
+        system["Boot"]["BootSourceOverrideEnabled"], "Disabled",
+        "a Once override is consumed by the boot"
+    );
+    let (_, other) = setup
+        .call(&token, reqwest::Method::GET, "Systems/lab-1", None)
+        .await;
+    assert_eq!(other["PowerState"], "Off");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redfish_authentication_is_enforced() {
+    let setup = setup(1).await;
+    let get = |path: &str| setup.http.get(setup.redfish(path));
+    let status = |r: Result<reqwest::Response, reqwest::Error>| {
+        r.map(|r| r.status().as_u16()).unwrap_or_default()
+    };
+
+    assert_eq!(
+        status(get("").send().await),
+        200,
+        "the service root needs no credentials"
+    );
+    assert_eq!(status(get("Systems").send().await), 401);
+    assert_eq!(
+        status(get("Systems").basic_auth(USER, Some("wrong")).send().await),
+        401
+    );
+    assert_eq!(
+        status(get("Systems").header("X-Auth-Token", "forged").send().await),
+        401
+    );
+    assert_eq!(
+        status(
+            get("Systems/lab-0")
+                .basic_auth(USER, Some(PASSWORD))
+                .send()
+                .await
+        ),
+        200
+    );
+    let bad_login = setup
+        .http
+        .post(setup.redfish("SessionService/Sessions"))
+        .json(&json!({"UserName": USER, "Password": "x"}))
+        .send()
+        .await;
+    assert_eq!(status(bad_login), 401);
+
+    let token = setup.login().await;
+    let (_, sessions) = setup
+        .call(
+            &token,
+            reqwest::Method::GET,
+            "SessionService/Sessions",
+            None,
+        )
+        .await;
+    let location = sessions["Members"][0]["@odata.id"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("/redfish/v1/")
+        .to_owned();
+    assert_eq!(
+        setup
+            .call(&token, reqwest::Method::DELETE, &location, None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        setup
+            .call(&token, reqwest::Method::GET, "Systems", None)
+            .await
+            .0,
+        401,
+        "a deleted session is dead"
+    );
+    let (_, system) = setup
+        .call(
+            &setup.login().await,
+            reqwest::Method::GET,
+            "Systems/lab-0",
+            None,
+        )
+        .await;
+    let bad_reset = json!({"ResetType": "Nmi"});
+    let allowed = &system["Actions"]["#ComputerSystem.Reset"]["ResetType@Redfish.AllowableValues"];
+    assert!(
+        allowed
+            .as_array()
+            .is_some_and(|values| !values.contains(&json!("Nmi")))
+    );
+    let token = setup.login().await;
+    assert_eq!(
+        setup
+            .call(
+                &token,
+                reqwest::Method::POST,
+                "Systems/lab-0/Actions/ComputerSystem.Reset",
+                Some(bad_reset)
+            )
+            .await
+            .0,
+        400
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_faults_surface_as_bmc_errors_write_errors_and_a_dead_agent() {
+    let setup = setup(1).await;
+    ingot_lab::images::write_raw_image(&setup.lab.image_dir().join("os.raw"), 64 << 20)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let token = setup.login().await;
+    let faults_url = format!("{}/lab/v1/machines/lab-0/faults", setup.lab.url());
+    let set = |faults: Faults| setup.http.put(&faults_url).json(&faults).send();
+
+    set(Faults {
+        bmc_unreachable: true,
+        ..Faults::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        setup
+            .call(&token, reqwest::Method::GET, "Systems/lab-0", None)
+            .await
+            .0,
+        503
+    );
+    set(Faults {
+        bmc_delay_ms: 300,
+        ..Faults::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let started = std::time::Instant::now();
+    assert_eq!(
+        setup
+            .call(&token, reqwest::Method::GET, "Systems/lab-0", None)
+            .await
+            .0,
+        200
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    set(Faults {
+        disk_write_error: true,
+        ..Faults::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    setup.boot_deploy_image(&token, "lab-0").await;
+    let failed = setup
+        .run("lab-0", "write", write_image(&setup.lab, "os.raw"))
+        .await;
+    let CommandState::Failed { error } = failed else {
+        panic!("expected a failure: {failed:?}")
+    };
+    assert!(error.contains("writing the disk failed"), "{error}");
+
+    set(Faults {
+        agent_crash: true,
+        ..Faults::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let system = setup.wait_activity(&token, "lab-0", "agentStopped").await;
+    assert!(
+        system["Oem"]["IngotLab"]["Activity"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("crashed"))
+    );
+    let after_crash = setup.api.enqueue("lab-0", "inspect", Command::Inventory);
+    assert!(after_crash.is_ok());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A long-poll already held open may still hand the command over, but nobody runs it.
+    let state = setup.api.status("lab-0", "inspect");
+    assert!(
+        matches!(state, Ok(CommandState::Pending | CommandState::Delivered)),
+        "a crashed agent runs nothing: {state:?}"
+    );
+}
