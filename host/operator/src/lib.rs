@@ -13,9 +13,11 @@
 pub mod annotations;
 pub mod backoff;
 pub mod conditions;
+pub mod controller;
 pub mod events;
 pub mod fake;
 pub mod host;
+pub mod metrics;
 pub mod model;
 pub mod outcome;
 pub mod provisioner;

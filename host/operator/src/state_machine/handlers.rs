@@ -15,6 +15,7 @@ impl<P: Provisioner> HostStateMachine<'_, P> {
     /// A new host: managed when it has BMC details, otherwise only discovered.
     pub(super) fn handle_none(&mut self) -> Outcome {
         if self.host.has_bmc_details() {
+            self.status_mut().operational_status = OperationalStatus::Ok;
             self.transition(ProvisioningState::Registering);
         } else {
             self.transition(ProvisioningState::Unmanaged);
