@@ -24,6 +24,7 @@ setup: setup-rust setup-packages setup-venv
 # each enables one world feature of the SDK, and features unify within an
 # invocation. Tests find them under $(CARGO_TARGET_DIR)/wasm32-wasip2/plugin.
 WASM_PLUGINS := ingot-default-selector ingot-example-host-selection \
+	ingot-plugin-redfish ingot-plugin-ipmi \
 	ingot-fixture-hostile ingot-fixture-file-reader ingot-fixture-socket-dialer ingot-fixture-bmc-escape
 
 plugins: setup-rust

@@ -33,6 +33,50 @@ enum Auth {
     Basic,
 }
 
+/// What discovery learned about a BMC, kept between calls so that a call
+/// needs neither the service root nor the systems collection again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// Session collection path.
+    pub sessions_path: String,
+    /// Whether the BMC gave a session (else HTTP Basic is used).
+    pub uses_sessions: bool,
+    /// Vendor quirks in force.
+    pub vendor: Vendor,
+    /// The chosen system.
+    pub system_path: String,
+}
+
+impl Discovery {
+    /// Serialises the record, bound to the address it was learned for.
+    pub fn encode(&self, address_key: &str) -> Vec<u8> {
+        serde_json::json!({
+            "address": address_key,
+            "sessions": self.sessions_path,
+            "usesSessions": self.uses_sessions,
+            "vendor": self.vendor.name(),
+            "system": self.system_path,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// Reads a record, or `None` when it is unreadable or was learned for
+    /// another address.
+    pub fn decode(bytes: &[u8], address_key: &str) -> Option<Self> {
+        let value: Value = serde_json::from_slice(bytes).ok()?;
+        if json::str_at(&value, &["address"]) != Some(address_key) {
+            return None;
+        }
+        Some(Self {
+            sessions_path: json::str_at(&value, &["sessions"])?.to_owned(),
+            uses_sessions: value.get("usesSessions")?.as_bool()?,
+            vendor: Vendor::from_name(json::str_at(&value, &["vendor"])?),
+            system_path: json::str_at(&value, &["system"])?.to_owned(),
+        })
+    }
+}
+
 /// A JSON resource with the ETag that came with it.
 #[derive(Debug, Clone)]
 pub struct Resource {
@@ -89,6 +133,41 @@ impl<'h, H: BmcHttp> Client<'h, H> {
 
         client.login()?;
         Ok(client)
+    }
+
+    /// Logs in using what an earlier call discovered, skipping the service
+    /// root.
+    ///
+    /// # Errors
+    /// Transport failures during login.
+    pub fn resume(
+        http: &'h mut H,
+        profile: Profile,
+        discovery: &Discovery,
+    ) -> Result<Self, RedfishError> {
+        let mut client = Self {
+            http,
+            auth: Auth::Basic,
+            sessions_path: discovery.sessions_path.clone(),
+            send_identity_encoding: true,
+            root: Value::Null,
+            vendor: discovery.vendor,
+            profile,
+        };
+        if discovery.uses_sessions {
+            client.login()?;
+        }
+        Ok(client)
+    }
+
+    /// What this client learned, to skip discovery next time.
+    pub fn discovery(&self, system_path: &str) -> Discovery {
+        Discovery {
+            sessions_path: self.sessions_path.clone(),
+            uses_sessions: matches!(self.auth, Auth::Session { .. }),
+            vendor: self.vendor,
+            system_path: system_path.to_owned(),
+        }
     }
 
     fn discover(&mut self, root: Value) {

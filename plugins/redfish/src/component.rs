@@ -131,8 +131,21 @@ fn with_driver<H: BmcHost, T>(
     let mut http = HostHttp(host);
     let mut environment = HostEnvironment(host);
     let address = &ctx.address;
-    let result = Driver::new(&mut http, &mut environment, &address.scheme, &address.path)
-        .and_then(|mut driver| driver.run(operation));
+    let address_key = format!(
+        "{}://{}:{}{}",
+        address.scheme,
+        address.host,
+        address.port.unwrap_or(0),
+        address.path
+    );
+    let result = Driver::new(
+        &mut http,
+        &mut environment,
+        &address.scheme,
+        &address.path,
+        &address_key,
+    )
+    .and_then(|mut driver| driver.run(operation));
     result.map_err(|error| {
         host.log(
             sdk::Level::Warn,

@@ -1,12 +1,15 @@
 //! The driver entry points: every operation opens a session, chooses the
 //! system, does its work and closes the session, whatever the outcome.
 
-use crate::client::{Accepted, Client, Resource, TaskPoll};
+use crate::client::{Accepted, Client, Discovery, Resource, TaskPoll};
 use crate::error::RedfishError;
 use crate::json;
 use crate::model::{Pending, Progress};
 use crate::profile::{Profile, system_path_from_address};
 use crate::transport::{BmcHttp, Environment};
+
+/// Key of the discovery record in the key-value store.
+const DISCOVERY_KEY: &str = "redfish/discovery";
 
 /// Delay the host waits before calling again while the BMC works.
 pub const REQUEUE_AFTER_MS: u64 = 2_000;
@@ -17,6 +20,7 @@ pub struct Driver<'h, H: BmcHttp, E: Environment> {
     env: &'h mut E,
     profile: Profile,
     system_hint: Option<String>,
+    address_key: String,
 }
 
 /// One open session with the system chosen.
@@ -32,6 +36,10 @@ pub struct Session<'c, 'h, H: BmcHttp, E: Environment> {
 impl<'h, H: BmcHttp, E: Environment> Driver<'h, H, E> {
     /// A driver for the BMC at an address with this scheme and path.
     ///
+    /// `address_key` identifies the whole address (scheme, host, port,
+    /// path): what was discovered about it is reused by later calls only
+    /// while the address stays the same.
+    ///
     /// # Errors
     /// [`RedfishError::Address`] when the scheme is not a Redfish one.
     pub fn new(
@@ -39,16 +47,22 @@ impl<'h, H: BmcHttp, E: Environment> Driver<'h, H, E> {
         env: &'h mut E,
         scheme: &str,
         address_path: &str,
+        address_key: &str,
     ) -> Result<Self, RedfishError> {
         Ok(Self {
             http,
             env,
             profile: Profile::for_scheme(scheme)?,
             system_hint: system_path_from_address(address_path),
+            address_key: address_key.to_owned(),
         })
     }
 
     /// Runs one operation in a fresh session, and closes the session.
+    ///
+    /// Discovery (service root, session support, vendor, system) is done
+    /// once and remembered; any failure forgets it, so a changed BMC is
+    /// discovered again on the next call.
     ///
     /// # Errors
     /// Whatever connecting, choosing the system or the operation failed with.
@@ -56,14 +70,45 @@ impl<'h, H: BmcHttp, E: Environment> Driver<'h, H, E> {
         &mut self,
         operation: impl FnOnce(&mut Session<'_, '_, H, E>) -> Result<T, RedfishError>,
     ) -> Result<T, RedfishError> {
-        let mut client = Client::connect(&mut *self.http, self.profile)?;
-        let result = select_system(&mut client, self.system_hint.as_deref()).and_then(|system| {
+        let cached = self
+            .env
+            .get(DISCOVERY_KEY)
+            .and_then(|bytes| Discovery::decode(&bytes, &self.address_key));
+        let result = self.run_with(cached.as_ref(), operation);
+        match &result {
+            Ok((_, discovery)) if cached.as_ref() != Some(discovery) => {
+                // Losing the record only costs a rediscovery.
+                let _ = self
+                    .env
+                    .set(DISCOVERY_KEY, &discovery.encode(&self.address_key));
+            }
+            Ok(_) => {}
+            Err(_) => self.env.delete(DISCOVERY_KEY),
+        }
+        result.map(|(value, _)| value)
+    }
+
+    fn run_with<T>(
+        &mut self,
+        cached: Option<&Discovery>,
+        operation: impl FnOnce(&mut Session<'_, '_, H, E>) -> Result<T, RedfishError>,
+    ) -> Result<(T, Discovery), RedfishError> {
+        let mut client = match cached {
+            Some(discovery) => Client::resume(&mut *self.http, self.profile, discovery)?,
+            None => Client::connect(&mut *self.http, self.profile)?,
+        };
+        let system = match cached {
+            Some(discovery) => client.get(&discovery.system_path),
+            None => select_system(&mut client, self.system_hint.as_deref()),
+        };
+        let result = system.and_then(|system| {
+            let discovery = client.discovery(&system.path);
             let mut session = Session {
                 client: &mut client,
                 env: &mut *self.env,
                 system,
             };
-            operation(&mut session)
+            operation(&mut session).map(|value| (value, discovery))
         });
         client.close();
         result

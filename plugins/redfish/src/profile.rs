@@ -20,6 +20,18 @@ pub enum Vendor {
 }
 
 impl Vendor {
+    /// Lower-case name, understood by [`Vendor::from_name`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Generic => "generic",
+            Self::Dell => "dell",
+            Self::Hpe => "hpe",
+            Self::Supermicro => "supermicro",
+            Self::Lenovo => "lenovo",
+            Self::Ami => "ami",
+        }
+    }
+
     /// Guesses the vendor from the service root's `Vendor` or a system's
     /// `Manufacturer`.
     pub fn from_name(name: &str) -> Self {

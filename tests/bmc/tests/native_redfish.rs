@@ -26,7 +26,7 @@ fn fake_emulator_power_boot_inventory() -> TestResult {
     let bmc = peers::start_sushy_fake(&SushyFakeOptions { basic_auth: true })?;
     let mut transport = http(bmc.port, BMC_PASSWORD)?;
     let mut env = NativeEnv::default();
-    let mut driver = Driver::new(&mut transport, &mut env, "redfish+http", "")?;
+    let mut driver = Driver::new(&mut transport, &mut env, "redfish+http", "", "fake")?;
 
     let inventory = driver.run(|session| session.inventory())?;
     println!("{inventory:#?}");
@@ -69,7 +69,7 @@ fn fake_emulator_rejects_bad_credentials() -> TestResult {
     let bmc = peers::start_sushy_fake(&SushyFakeOptions { basic_auth: true })?;
     let mut transport = http(bmc.port, "wrong")?;
     let mut env = NativeEnv::default();
-    let mut driver = Driver::new(&mut transport, &mut env, "redfish+http", "")?;
+    let mut driver = Driver::new(&mut transport, &mut env, "redfish+http", "", "fake")?;
     let error = driver.run(|session| Ok(session.power_state())).err();
     assert_eq!(error.map(|e| e.kind()), Some(ErrorKind::Unauthorized));
     Ok(())
@@ -89,6 +89,7 @@ fn static_ilo5_inventory() -> TestResult {
         &mut env,
         "ilo5-redfish+http",
         "/redfish/v1/Systems/1",
+        "static",
     )?;
     let inventory = driver.run(|session| session.inventory())?;
     println!("{inventory:#?}");
