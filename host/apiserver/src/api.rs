@@ -210,6 +210,13 @@ impl Api {
         version: &str,
         rest: &[&str],
     ) -> Result<Response<Body>, ApiError> {
+        if let Some(object) = crate::scale::object_path(rest)
+            && let Ok(target) = self.target(group, version, object)
+            && let (Some(_), Some(paths)) = (&target.name, target.def.scale(version))
+        {
+            let paths = paths.clone();
+            return crate::scale::serve(self, &target, &paths, request).await;
+        }
         let target = self.target(group, version, rest)?;
         match (&request.method, target.name.is_some()) {
             (&Method::GET, true) => self.get(&target, &request),

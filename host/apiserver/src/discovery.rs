@@ -73,6 +73,10 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
             resources.push(json!({"name": format!("{}/status", def.plural), "singularName": "", "namespaced": def.namespaced,
                 "kind": def.kind, "verbs": ["get", "patch", "update"]}));
         }
+        if def.scale(version).is_some() {
+            resources.push(json!({"name": format!("{}/scale", def.plural), "singularName": "", "namespaced": def.namespaced,
+                "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
+        }
     }
     Some(
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": def_group_version(group, version), "resources": resources}),
@@ -99,8 +103,16 @@ fn aggregated_resource(def: &ResourceDef, version: &str) -> Value {
     if !def.categories.is_empty() {
         resource["categories"] = json!(def.categories);
     }
+    let mut subresources = Vec::new();
     if def.has_status(version) {
-        resource["subresources"] = json!([{"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}]);
+        subresources.push(json!({"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}));
+    }
+    if def.scale(version).is_some() {
+        let scale = json!({"group": "autoscaling", "version": "v1", "kind": "Scale"});
+        subresources.push(json!({"subresource": "scale", "responseKind": scale, "verbs": ["get", "patch", "update"]}));
+    }
+    if !subresources.is_empty() {
+        resource["subresources"] = Value::Array(subresources);
     }
     resource
 }

@@ -16,7 +16,7 @@
 //!   coordination.k8s.io Leases, plus every CRD installed through the API;
 //! - get, list, watch, create, replace, merge/JSON/strategic/apply patches,
 //!   delete with finalizers, deletecollection, label and field selectors,
-//!   Tables and metadata-only responses, the status subresource;
+//!   Tables and metadata-only responses, the status and scale subresources;
 //! - the structural schema pipeline (prune, default, validate) with upstream
 //!   422 errors, `fieldValidation`, server-side apply with managedFields;
 //! - garbage collection through ownerReferences and namespace termination;
@@ -41,6 +41,7 @@ mod http;
 mod openapi;
 mod patch;
 mod registry;
+mod scale;
 mod schema;
 mod selector;
 mod ssa;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::error::{ApiError, FieldCause};
+use crate::scale::ScalePaths;
 
 /// Built-in kinds that need behaviour of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +66,8 @@ pub struct VersionDef {
     pub schema: Option<Value>,
     /// Whether the `status` subresource is enabled.
     pub status_subresource: bool,
+    /// The `scale` subresource, when declared.
+    pub scale: Option<ScalePaths>,
     /// Printer columns declared by the CRD.
     pub columns: Vec<PrinterColumn>,
 }
@@ -124,6 +127,14 @@ impl ResourceDef {
         self.versions
             .iter()
             .any(|v| v.name == version && v.status_subresource)
+    }
+
+    /// The scale subresource of a version, if it has one.
+    pub fn scale(&self, version: &str) -> Option<&ScalePaths> {
+        self.versions
+            .iter()
+            .find(|v| v.name == version)
+            .and_then(|v| v.scale.as_ref())
     }
 
     /// Custom resources and CRDs carry `metadata.generation`; other built-ins do not.
@@ -207,7 +218,7 @@ impl Registry {
                 }
             }
         }
-        versions.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         versions
     }
 
@@ -261,6 +272,7 @@ fn builtin(
             served: true,
             schema: None,
             status_subresource: matches!(builtin, Builtin::Namespace | Builtin::Crd),
+            scale: None,
             columns: Vec::new(),
         }],
         storage_version: "v1".to_string(),
@@ -355,7 +367,7 @@ pub fn resource_from_crd(crd: &Value) -> Result<ResourceDef, Vec<FieldCause>> {
         causes.push(FieldCause::invalid(
             "metadata.name",
             &Value::String(name.to_string()),
-            &format!("must be spec.names.plural+\".\"+spec.group"),
+            "must be spec.names.plural+\".\"+spec.group",
         ));
     }
     let scope = str_at(crd, "/spec/scope");
@@ -440,6 +452,7 @@ fn crd_versions(crd: &Value, causes: &mut Vec<FieldCause>) -> Vec<VersionDef> {
                 .unwrap_or(false),
             schema: version.pointer("/schema/openAPIV3Schema").cloned(),
             status_subresource: version.pointer("/subresources/status").is_some(),
+            scale: ScalePaths::from_version(version),
             columns: printer_columns(version),
         });
     }
@@ -511,7 +524,7 @@ mod tests {
     #[test]
     fn versions_sort_by_kubernetes_priority() {
         let mut v = vec!["v1alpha1", "v1", "v2beta1", "v1beta2"];
-        v.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        v.sort_by_key(|x| std::cmp::Reverse(version_priority(x)));
         assert_eq!(v, ["v1", "v2beta1", "v1beta2", "v1alpha1"]);
     }
 }

@@ -210,6 +210,9 @@ struct Inner {
     history_bytes: usize,
 }
 
+/// Completed once the write-ahead log has synced a write.
+type Durable = tokio::sync::oneshot::Receiver<Result<(), String>>;
+
 /// Cheap-to-clone handle to the store.
 #[derive(Clone)]
 pub struct Store {
@@ -336,16 +339,7 @@ impl Store {
         }
     }
 
-    fn apply(
-        &self,
-        write: Write,
-    ) -> Result<
-        (
-            tokio::sync::oneshot::Receiver<Result<(), String>>,
-            Arc<StoredObject>,
-        ),
-        CommitError,
-    > {
+    fn apply(&self, write: Write) -> Result<(Durable, Arc<StoredObject>), CommitError> {
         let mut state = lock(&self.inner.state);
         let table_key = (write.namespace.clone(), write.name.clone());
         let current = state

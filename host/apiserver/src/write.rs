@@ -408,11 +408,11 @@ impl Api {
             return self.apply(target, request, &options).await;
         }
         let strategic = media == "application/strategic-merge-patch+json";
-        if !matches!(
+        let supported = matches!(
             media.as_str(),
             "application/merge-patch+json" | "application/json-patch+json"
-        ) && !(strategic && !target.def.is_custom())
-        {
+        ) || (strategic && !target.def.is_custom());
+        if !supported {
             return Err(ApiError::unsupported_media_type(format!(
                 "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml{}",
                 if target.def.is_custom() {
