@@ -3,10 +3,6 @@
 
 mod apiserver;
 mod crds;
-mod images;
-mod lab;
-mod operator;
-mod validate;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -23,16 +19,8 @@ struct Cli {
 enum Command {
     /// Write the CustomResourceDefinitions of every ingot kind as YAML files.
     Crds(crds::Args),
-    /// Check manifests offline against the schemas and admission rules; exit 0 only if valid.
-    Validate(validate::Args),
     /// Run the embedded development Kubernetes API server (not a production control plane).
     Apiserver(apiserver::Args),
-    /// Run simulated bare-metal machines behind a Redfish service, with an image server.
-    Lab(lab::Args),
-    /// Generate small raw and qcow2 operating system images for tests and the lab.
-    Images(images::Args),
-    /// Run the BareMetalHost controller against a Kubernetes API server.
-    Operator(operator::Args),
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -40,11 +28,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds(args) => crds::run(args),
-        Command::Validate(args) => validate::run(args),
         Command::Apiserver(args) => apiserver::run(args),
-        Command::Lab(args) => lab::run(args),
-        Command::Images(args) => images::run(args),
-        Command::Operator(args) => operator::run(args),
     }
 }
 
