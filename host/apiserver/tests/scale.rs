@@ -192,10 +192,7 @@ async fn kubectl_scale_uses_the_subresource() {
             "--replicas=5",
         ])
         .await;
-    assert!(
-        err.contains("precondition") || err.contains("expected"),
-        "{err}"
-    );
+    assert!(err.contains("Expected replicas to be 2, was 4"), "{err}");
     let pool = pools.get("workers").await.expect("pool");
     assert_eq!(pool.data["spec"]["replicas"], 4);
 }
