@@ -76,6 +76,13 @@ pub enum CallError {
         function: String,
     },
 
+    /// A driver call came without the BMC it should act on.
+    #[error("driver plugin {plugin} was called without a BMC to act on")]
+    NoBmc {
+        /// Plugin name.
+        plugin: String,
+    },
+
     /// The plugin's failure guard is open and its policy is `Fail`.
     #[error("plugin {plugin} is disabled after repeated failures (policy {policy:?})")]
     GuardOpen {

@@ -280,6 +280,12 @@ impl Runtime {
             });
         }
 
+        if plugin.info.world == World::BmcDriver && scope.bmc.is_none() {
+            return Err(CallError::NoBmc {
+                plugin: plugin.name.to_string(),
+            });
+        }
+
         let budget = plugin.limits.timeout();
         let deadline = Instant::now() + budget;
         let (store, output) = self.store(plugin, scope, deadline);

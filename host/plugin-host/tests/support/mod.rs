@@ -143,3 +143,129 @@ pub fn select(identity: &str) -> PluginCall {
         ],
     }
 }
+
+/// One request received by a [`FakeBmc`].
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Request line, e.g. `GET /redfish/v1/ HTTP/1.1`.
+    pub line: String,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// The value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 server on 127.0.0.1 that records every request and
+/// answers each with the same scripted response.
+pub struct FakeBmc {
+    /// Its port.
+    pub port: u16,
+    /// Requests received so far.
+    pub received: Arc<std::sync::Mutex<Vec<Received>>>,
+    /// Connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeBmc {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeBmc {
+    /// Starts a server answering `status` with `headers` and `body`.
+    pub async fn start(status: u16, headers: Vec<(String, String)>, body: &str) -> Self {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let response = {
+            let extra: String = headers
+                .iter()
+                .map(|(name, value)| format!("{name}: {value}\r\n"))
+                .collect();
+            format!(
+                "HTTP/1.1 {status} OK\r\ncontent-length: {}\r\nconnection: close\r\n{extra}\r\n{body}",
+                body.len()
+            )
+        };
+
+        let (log, count) = (received.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut buffer = Vec::new();
+                let mut chunk = [0_u8; 4096];
+
+                let request = loop {
+                    let Ok(read) = stream.read(&mut chunk).await else {
+                        break None;
+                    };
+                    if read == 0 {
+                        break None;
+                    }
+                    buffer.extend_from_slice(&chunk[..read]);
+                    if let Some(request) = parse(&buffer) {
+                        break Some(request);
+                    }
+                };
+
+                if let Some(request) = request {
+                    log.lock().expect("log").push(request);
+                    let _ = stream.write_all(response.as_bytes()).await;
+                }
+            }
+        });
+
+        Self {
+            port,
+            received,
+            connections,
+            task,
+        }
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().expect("log").clone()
+    }
+}
+
+fn parse(buffer: &[u8]) -> Option<Received> {
+    let end = buffer.windows(4).position(|window| window == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let line = lines.next()?.to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|header| header.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let length = headers
+        .iter()
+        .find(|(name, _)| name == "content-length")
+        .and_then(|(_, value)| value.parse::<usize>().ok())
+        .unwrap_or(0);
+    let body = buffer.get(end + 4..end + 4 + length)?.to_vec();
+
+    Some(Received {
+        line,
+        headers,
+        body,
+    })
+}
