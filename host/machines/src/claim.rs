@@ -1,0 +1,326 @@
+//! The claim engine shared by Metal3Machine and HostClaim: find the host a consumer holds, or
+//! take a free one without ever double-booking it.
+//!
+//! # Guarantees
+//!
+//! - The host's `spec.consumerRef` is the lock. A claim is one merge patch that sets it and
+//!   carries the `resourceVersion` the choice was made on, so the API server refuses it (409)
+//!   if anyone wrote the host since: two claimants, two controller processes or a stale cache
+//!   can never both win. On a refusal the engine tries the next ranked host, then re-lists
+//!   and chooses again.
+//! - Hosts are always read live from the API server, never from a cache.
+//! - A host whose `consumerRef` already names the consumer is returned first, whatever its
+//!   state: a claim interrupted after the host was written but before the consumer recorded
+//!   it is completed rather than repeated.
+//! - For the same hosts and the same consumer the choice is the same (see
+//!   [`crate::selection`]).
+
+use std::collections::BTreeMap;
+
+use ingot_api::metal3::BareMetalHost;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Map, Value, json};
+
+use crate::eligibility::{Consumer, FAILURE_DOMAIN_LABEL, NODE_REUSE_LABEL, Sorted, Wanted, state};
+use crate::selection::{Candidate, SelectionError, SelectionRequest, Selectors};
+
+/// Field manager of every write the machine loop makes.
+pub const FIELD_MANAGER: &str = "ingot-machines";
+
+/// How many times a claim re-lists after losing every ranked host to other claimants.
+const DEFAULT_ATTEMPTS: usize = 5;
+
+/// Failures of a claim. Conflicts are not failures: they are retried inside the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// Listing the hosts failed.
+    #[error("listing BareMetalHosts in {namespace} failed")]
+    ListHosts {
+        /// Namespace.
+        namespace: String,
+        /// Client error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing the claim failed for a reason other than losing a race.
+    #[error("claiming BareMetalHost {namespace}/{host} failed")]
+    WriteClaim {
+        /// Namespace.
+        namespace: String,
+        /// Host name.
+        host: String,
+        /// Client error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The selector gave no ranking.
+    #[error(transparent)]
+    Select(#[from] SelectionError),
+}
+
+/// What a consumer asks the engine for.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// Who claims.
+    pub consumer: Consumer,
+    /// Which hosts qualify.
+    pub wanted: Wanted,
+    /// Labels of the consumer, shown to the selector.
+    pub labels: BTreeMap<String, String>,
+    /// Failure domain to place the host in, if any.
+    pub failure_domain: Option<String>,
+    /// Labels written on the host together with the claim (e.g. the cluster name).
+    pub host_labels: BTreeMap<String, String>,
+}
+
+/// The engine's answer.
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// The consumer holds this host (just claimed, or held before).
+    Held(Box<BareMetalHost>),
+    /// No host can be claimed now; the text says why, for the consumer's condition.
+    Waiting(String),
+}
+
+/// Claims hosts for consumers.
+#[derive(Clone)]
+pub struct ClaimEngine {
+    client: Client,
+    selectors: Selectors,
+    attempts: usize,
+}
+
+impl ClaimEngine {
+    /// An engine choosing hosts with `selectors`.
+    pub fn new(client: Client, selectors: Selectors) -> Self {
+        Self {
+            client,
+            selectors,
+            attempts: DEFAULT_ATTEMPTS,
+        }
+    }
+
+    /// The hosts of `namespace`.
+    pub fn hosts(&self, namespace: &str) -> Api<BareMetalHost> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// The host whose `consumerRef` names `consumer`, if any.
+    pub async fn held(&self, consumer: &Consumer) -> Result<Option<BareMetalHost>, ClaimError> {
+        let hosts = self.list(&consumer.namespace).await?;
+
+        Ok(hosts.into_iter().find(|host| {
+            host.spec
+                .consumer_ref
+                .as_ref()
+                .is_some_and(|reference| consumer.is(reference))
+        }))
+    }
+
+    /// Returns the host `request.consumer` holds, or claims one.
+    pub async fn claim(&self, request: &ClaimRequest) -> Result<Claim, ClaimError> {
+        let namespace = &request.consumer.namespace;
+
+        for attempt in 0..self.attempts {
+            let hosts = self.list(namespace).await?;
+            let sorted = Sorted::new(hosts, &request.consumer, &request.wanted);
+            if let Some(host) = sorted.mine {
+                return Ok(Claim::Held(Box::new(host)));
+            }
+
+            let candidates = match candidates(sorted) {
+                Ok(candidates) => candidates,
+                Err(reason) => return Ok(Claim::Waiting(reason)),
+            };
+            let order = self.rank(request, &candidates).await?;
+            if order.is_empty() {
+                let selector = self.selectors.for_namespace(namespace).name().to_owned();
+                return Ok(Claim::Waiting(format!(
+                    "selector {selector} accepted none of the {} available hosts",
+                    candidates.len()
+                )));
+            }
+
+            for host in order {
+                if let Some(claimed) = self.take(host, request).await? {
+                    tracing::info!(consumer = %request.consumer, host = %claimed.name_any(), attempt, "claimed host");
+                    return Ok(Claim::Held(Box::new(claimed)));
+                }
+            }
+        }
+
+        Ok(Claim::Waiting(format!(
+            "lost the race for every ranked host {} times in a row; retrying",
+            self.attempts
+        )))
+    }
+
+    /// Sends a guarded patch built for `host`; `None` when the host changed or vanished since
+    /// it was read (the caller reads it again and recomputes).
+    pub async fn write(
+        &self,
+        host: &BareMetalHost,
+        patch: &Value,
+    ) -> Result<Option<BareMetalHost>, kube::Error> {
+        let namespace = host.namespace().unwrap_or_default();
+        let written = self
+            .hosts(&namespace)
+            .patch(&host.name_any(), &patch_params(), &Patch::Merge(patch))
+            .await;
+
+        match written {
+            Ok(host) => Ok(Some(host)),
+            Err(error) if lost_race(&error) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn list(&self, namespace: &str) -> Result<Vec<BareMetalHost>, ClaimError> {
+        let listed = self.hosts(namespace).list(&ListParams::default()).await;
+
+        listed
+            .map(|list| list.items)
+            .map_err(|source| ClaimError::ListHosts {
+                namespace: namespace.to_owned(),
+                source,
+            })
+    }
+
+    /// The candidates in the order the namespace's selector prefers them.
+    async fn rank(
+        &self,
+        request: &ClaimRequest,
+        hosts: &[BareMetalHost],
+    ) -> Result<Vec<BareMetalHost>, ClaimError> {
+        let candidates: Vec<Candidate> = hosts.iter().map(candidate).collect();
+        let selection = selection_request(request, &candidates);
+        let selector = self.selectors.for_namespace(&request.consumer.namespace);
+
+        let ranking = selector.select(&selection, &candidates).await?;
+
+        let by_name = |name: &str| hosts.iter().find(|host| host.name_any() == name).cloned();
+        Ok(ranking
+            .ranked
+            .iter()
+            .filter_map(|ranked| by_name(&ranked.name))
+            .collect())
+    }
+
+    /// Writes the claim on `host` if nobody wrote the host since it was listed; `None` when
+    /// another writer got there first.
+    async fn take(
+        &self,
+        host: BareMetalHost,
+        request: &ClaimRequest,
+    ) -> Result<Option<BareMetalHost>, ClaimError> {
+        let name = host.name_any();
+        let patch = claim_patch(&host, request);
+
+        let written = self
+            .hosts(&request.consumer.namespace)
+            .patch(&name, &patch_params(), &Patch::Merge(&patch))
+            .await;
+
+        match written {
+            Ok(host) => Ok(Some(host)),
+            Err(error) if lost_race(&error) => {
+                tracing::debug!(consumer = %request.consumer, host = %name, "host changed under the claim; trying the next one");
+                Ok(None)
+            }
+            Err(source) => Err(ClaimError::WriteClaim {
+                namespace: request.consumer.namespace.clone(),
+                host: name,
+                source,
+            }),
+        }
+    }
+}
+
+/// Parameters of every patch the machine loop sends.
+pub fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    }
+}
+
+/// Whether a write failed because the object changed (409) or vanished (404) since it was
+/// read: normal contention, never a failure of the consumer.
+pub fn lost_race(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409 || status.code == 404)
+}
+
+/// Which hosts may be claimed now, or why none.
+///
+/// Hosts reserved for the consumer's machine group come first: while any of them is still
+/// being cleaned the consumer waits for it rather than taking a fresh host.
+fn candidates(sorted: Sorted) -> Result<Vec<BareMetalHost>, String> {
+    if !sorted.reusable.is_empty() {
+        if let Some((host, _)) = sorted.reusable.iter().find(|(_, ready)| !ready) {
+            return Err(format!(
+                "waiting for host {} reserved for reuse to become available (now {:?})",
+                host.name_any(),
+                state(host)
+            ));
+        }
+        return Ok(sorted.reusable.into_iter().map(|(host, _)| host).collect());
+    }
+
+    if sorted.available.is_empty() {
+        return Err(sorted.explain());
+    }
+    Ok(sorted.available)
+}
+
+fn candidate(host: &BareMetalHost) -> Candidate {
+    Candidate {
+        name: host.name_any(),
+        uid: host.uid().unwrap_or_default(),
+        labels: host.labels().clone(),
+        failure_domain: host.labels().get(FAILURE_DOMAIN_LABEL).cloned(),
+        hardware: host
+            .status
+            .as_ref()
+            .and_then(|status| status.hardware.clone()),
+    }
+}
+
+/// The selector's request. A failure domain no candidate is in is dropped, so the claim falls
+/// back to any host instead of waiting forever (Metal3 does the same).
+fn selection_request(request: &ClaimRequest, candidates: &[Candidate]) -> SelectionRequest {
+    let domain_has_hosts = |domain: &String| {
+        candidates
+            .iter()
+            .any(|candidate| candidate.failure_domain.as_ref() == Some(domain))
+    };
+
+    SelectionRequest {
+        namespace: request.consumer.namespace.clone(),
+        identity: request.consumer.identity(),
+        labels: request.labels.clone(),
+        query: request.wanted.query.clone(),
+        failure_domain: request.failure_domain.clone().filter(domain_has_hosts),
+    }
+}
+
+/// The claim: the consumer reference and the claim's labels, guarded by the listed
+/// `resourceVersion`; a node-reuse reservation is consumed by the claim.
+fn claim_patch(host: &BareMetalHost, request: &ClaimRequest) -> Value {
+    let mut labels: Map<String, Value> = request
+        .host_labels
+        .iter()
+        .map(|(key, value)| (key.clone(), Value::String(value.clone())))
+        .collect();
+    if host.labels().contains_key(NODE_REUSE_LABEL) {
+        labels.insert(NODE_REUSE_LABEL.to_owned(), Value::Null);
+    }
+
+    json!({
+        "metadata": {
+            "resourceVersion": host.resource_version(),
+            "labels": labels,
+        },
+        "spec": { "consumerRef": request.consumer.reference() },
+    })
+}
