@@ -3,6 +3,8 @@
 
 mod apiserver;
 mod crds;
+mod images;
+mod lab;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -21,6 +23,10 @@ enum Command {
     Crds(crds::Args),
     /// Run the embedded development Kubernetes API server (not a production control plane).
     Apiserver(apiserver::Args),
+    /// Run simulated bare-metal machines behind a Redfish service, with an image server.
+    Lab(lab::Args),
+    /// Generate small raw and qcow2 operating system images for tests and the lab.
+    Images(images::Args),
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -29,6 +35,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Crds(args) => crds::run(args),
         Command::Apiserver(args) => apiserver::run(args),
+        Command::Lab(args) => lab::run(args),
+        Command::Images(args) => images::run(args),
     }
 }
 
