@@ -5,6 +5,7 @@ mod apiserver;
 mod crds;
 mod images;
 mod lab;
+mod operator;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -27,6 +28,8 @@ enum Command {
     Lab(lab::Args),
     /// Generate small raw and qcow2 operating system images for tests and the lab.
     Images(images::Args),
+    /// Run the BareMetalHost controller against a Kubernetes API server.
+    Operator(operator::Args),
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -37,6 +40,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Apiserver(args) => apiserver::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Images(args) => images::run(args),
+        Command::Operator(args) => operator::run(args),
     }
 }
 

@@ -105,18 +105,6 @@ impl SessionKeys for HostKeys {
     }
 }
 
-/// The BMC user name, from the host's `bmc-account` import.
-#[cfg(target_family = "wasm")]
-fn bmc_username() -> Option<String> {
-    ingot_plugin_sdk::bindings::bmc_driver::ingot::plugin::bmc_account::username()
-}
-
-/// Natively there is no host to ask; native tests drive [`Driver`] directly.
-#[cfg(not(target_family = "wasm"))]
-fn bmc_username() -> Option<String> {
-    None
-}
-
 fn random_bytes(buffer: &mut [u8]) -> Result<(), String> {
     getrandom::fill(buffer).map_err(|error| error.to_string())
 }
@@ -167,7 +155,7 @@ fn with_driver<H: BmcHost, T>(
     let mut datagram = HostDatagram(host);
     let mut secrets = HostSecrets {
         host,
-        username: bmc_username(),
+        username: host.bmc_username(),
     };
     let mut random = random_bytes;
     let mut driver = Driver::new(

@@ -205,6 +205,16 @@ impl BmcDriver for RedfishDriver {
         ctx: &DriverContext,
         media: VirtualMedia,
     ) -> Result<Progress, DriverError> {
+        let profile =
+            Profile::for_scheme(&ctx.address.scheme).map_err(|error| driver_error(&error))?;
+        if profile.boot == BootInterface::Network {
+            // Metal3 semantics: only the virtual-media schemes boot from
+            // virtual media; the others boot from the network.
+            return Err(DriverError::NotSupported(format!(
+                "the address scheme {} boots from the network; use a -virtualmedia scheme for virtual media",
+                ctx.address.scheme
+            )));
+        }
         with_driver(host, ctx, |session| {
             session.insert_media(&media.image_url, media.kind)
         })

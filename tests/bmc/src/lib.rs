@@ -5,5 +5,7 @@
 //! The conformance and fault tests live in `tests/`; the benchmark is
 //! `cargo bench -p ingot-bmc-tests`.
 
+pub mod http_stub;
 pub mod native;
 pub mod peers;
+pub mod plugin;

@@ -1,0 +1,107 @@
+//! `ingot operator`: runs the BareMetalHost controller against a Kubernetes API server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ingot_operator::backoff::RandomJitter;
+use ingot_operator::fake::FakeBackend;
+use ingot_operator::runner::{self, RunConfig};
+use ingot_operator::state_machine::{DEFAULT_MAX_PROVISIONING_RETRIES, Settings};
+
+/// Which provisioner drives the hardware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ProvisionerKind {
+    /// Simulated machines held in memory: every host registers, inspects and provisions at once.
+    Fixture,
+}
+
+/// Options of `ingot operator`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Kubeconfig to use; the in-cluster or default configuration when absent.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// What drives the hardware.
+    #[arg(long, value_enum, default_value = "fixture")]
+    provisioner: ProvisionerKind,
+    /// Address of the health, readiness and metrics endpoints.
+    #[arg(long, default_value = "127.0.0.1:9440")]
+    endpoints: SocketAddr,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Run without leader election (a single replica).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// This replica's identity (defaults to the host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Hosts reconciled at the same time.
+    #[arg(long, default_value_t = 4)]
+    concurrency: u16,
+    /// Consecutive failed provisionings of one image before giving up (0: never).
+    #[arg(long, default_value_t = DEFAULT_MAX_PROVISIONING_RETRIES)]
+    max_provisioning_retries: u32,
+    /// Upper bound in milliseconds on every retry and poll delay (for labs; unset in production).
+    #[arg(long)]
+    max_requeue_ms: Option<u64>,
+}
+
+/// Runs the operator until Ctrl-C.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<ExitCode> {
+    let client = client(args.kubeconfig.as_deref()).await?;
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let config = RunConfig {
+        identity,
+        endpoints: args.endpoints,
+        lease_namespace: (!args.no_leader_election).then(|| args.lease_namespace.clone()),
+        lease_duration: Duration::from_secs(15),
+        concurrency: args.concurrency.max(1),
+        settings: Settings {
+            max_provisioning_retries: args.max_provisioning_retries,
+            jitter: Arc::new(RandomJitter),
+        },
+        max_requeue: args.max_requeue_ms.map(Duration::from_millis),
+    };
+    let shutdown = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    match args.provisioner {
+        ProvisionerKind::Fixture => {
+            runner::run(client, FakeBackend::new(), config, shutdown).await?
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .with_context(|| format!("using the kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("finding a Kubernetes configuration")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ingot".to_string());
+    format!("{host}-{}", std::process::id())
+}
