@@ -491,10 +491,12 @@ async fn scenario_table_on_static_ilo5_tree() -> TestResult {
     let proxy = StubServer::start(Some(bmc.port), move |request| {
         let is_login =
             request.method == "POST" && request.path.ends_with("/SessionService/Sessions");
-        if !matches!(request.method.as_str(), "GET" | "HEAD") && !is_login {
-            if let Ok(mut writes) = seen.lock() {
-                writes.push(format!("{} {}", request.method, request.path));
-            }
+        let is_read = matches!(request.method.as_str(), "GET" | "HEAD");
+        if !is_read
+            && !is_login
+            && let Ok(mut writes) = seen.lock()
+        {
+            writes.push(format!("{} {}", request.method, request.path));
         }
         Reply::Forward
     })?;
