@@ -6,6 +6,7 @@ pub mod capm3;
 pub mod conversion;
 pub mod crds;
 pub mod metal3;
+pub mod plugins;
 pub mod selector;
 pub mod structural;
 

@@ -356,11 +356,14 @@ async fn host_goes_from_registration_to_provisioned_and_back() {
             "missing event {reason} in {reasons:?}"
         );
     }
-    let metrics = cluster.metrics.render();
-    assert!(
-        metrics.contains("ingot_hosts{state=\"available\"} 1"),
-        "{metrics}"
-    );
+    // The gauge is updated right after the status write the test observed.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut metrics = cluster.metrics.render();
+    while !metrics.contains("ingot_hosts{state=\"available\"} 1") {
+        assert!(tokio::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        metrics = cluster.metrics.render();
+    }
     assert!(metrics.contains("ingot_reconcile_duration_seconds_count"));
     cluster.stop().await;
 }
