@@ -128,6 +128,17 @@ where
     }
 }
 
+async fn absent<K>(api: Api<K>, name: &str) -> Option<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name)
+        .await
+        .expect("read")
+        .is_none()
+        .then_some(())
+}
+
 async fn machine_list(session: &Session) -> Vec<Machine> {
     session
         .machines()
@@ -216,14 +227,16 @@ async fn scale_up_provision_and_scale_down() {
         )
         .await
         .expect("provisioned");
-    let machine = eventually("the providerID on the machine", || async {
+    let status = eventually("the providerID and a Provisioned phase", || async {
         let machine = session.machines().get(&name).await.expect("machine");
-        (machine.spec.provider_id.as_deref() == Some(provider_id.as_str())).then_some(machine)
+        let status = serde_json::to_value(&machine.status).expect("status");
+        (machine.spec.provider_id.as_deref() == Some(provider_id.as_str())
+            && status["phase"] == "Provisioned")
+            .then_some(status)
     })
     .await;
-    let status = serde_json::to_value(machine.status).expect("status");
-    assert_eq!(status["phase"], "Provisioned");
     assert_eq!(status["addresses"][0]["address"], "192.0.2.10");
+    assert_eq!(status["initialization"]["infrastructureProvisioned"], true);
 
     // The provider holds its own finalizer until the host is deprovisioned: the Machine must
     // wait for the Metal3Machine to be gone.
@@ -263,16 +276,7 @@ async fn scale_up_provision_and_scale_down() {
         )
         .await
         .expect("provider releases");
-    eventually("the machine gone", || async {
-        session
-            .machines()
-            .get_opt(&name)
-            .await
-            .expect("read")
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    eventually("the machine gone", || absent(session.machines(), &name)).await;
     assert!(
         secrets
             .get_opt(&format!("{name}-bootstrap"))
@@ -329,14 +333,8 @@ async fn scale_down_removes_annotated_machines_first() {
         (names.len() == 2 && !names.contains(&chosen)).then_some(())
     })
     .await;
-    eventually("its metal3machine gone", || async {
-        session
-            .metal3_machines()
-            .get_opt(&chosen)
-            .await
-            .expect("read")
-            .is_none()
-            .then_some(())
+    eventually("its metal3machine gone", || {
+        absent(session.metal3_machines(), &chosen)
     })
     .await;
     session.stop().await;
