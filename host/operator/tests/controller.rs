@@ -52,32 +52,51 @@ impl Cluster {
 
         let backend = FakeBackend::new();
         let metrics = Arc::new(Metrics::new());
+        let mut cluster = Cluster {
+            client,
+            backend,
+            metrics,
+            stop: None,
+            controller: None,
+            _server: server,
+            _dir: dir,
+        };
+        cluster.start_controller();
+        cluster
+    }
+
+    /// Starts an operator process (its own context and caches) over the same cluster and
+    /// hardware.
+    fn start_controller(&mut self) {
         let settings = Settings {
             max_provisioning_retries: 2,
             jitter: Arc::new(FixedJitter(0.0)),
         };
         let mut context = Context::new(
-            client.clone(),
-            backend.clone(),
+            self.client.clone(),
+            self.backend.clone(),
             settings,
-            metrics.clone(),
+            self.metrics.clone(),
             "test",
         );
         context.max_requeue = Some(Duration::from_millis(300));
         let (stop, stopped) = oneshot::channel::<()>();
-        let controller = tokio::spawn(controller::run(Arc::new(context), 8, async move {
-            let _ = stopped.await;
-        }));
+        self.stop = Some(stop);
+        self.controller = Some(tokio::spawn(controller::run(
+            Arc::new(context),
+            8,
+            async move {
+                let _ = stopped.await;
+            },
+        )));
+    }
 
-        Cluster {
-            client,
-            backend,
-            metrics,
-            stop: Some(stop),
-            controller: Some(controller),
-            _server: server,
-            _dir: dir,
+    /// Kills the operator abruptly, as a crash would: no graceful shutdown.
+    fn kill_controller(&mut self) {
+        if let Some(controller) = self.controller.take() {
+            controller.abort();
         }
+        self.stop = None;
     }
 
     async fn stop(mut self) {
@@ -709,5 +728,348 @@ async fn deprovisioning_host_stuck_cleaning_can_still_be_deleted() {
         .expect("delete host");
     cluster.wait_gone("del-cleaning").await;
     assert!(cluster.backend.machine(NAMESPACE, "del-cleaning").deleted);
+    cluster.stop().await;
+}
+
+fn has_error(host: &BareMetalHost, needle: &str) -> bool {
+    host.status
+        .as_ref()
+        .is_some_and(|status| status.error_message.contains(needle))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bmc_failure_during_provisioning_is_reported_then_recovered() {
+    let cluster = Cluster::start().await;
+    cluster.host_with_secret("flaky", json!({})).await;
+    cluster
+        .wait_for_state("flaky", ProvisioningState::Available)
+        .await;
+    cluster.backend.script(
+        NAMESPACE,
+        "flaky",
+        Method::Provision,
+        [
+            Scripted::working(),
+            Scripted::failed("BMC stopped answering during deployment"),
+        ],
+    );
+
+    cluster
+        .patch_host("flaky", json!({"spec": image_spec()}))
+        .await;
+    cluster
+        .wait_for("flaky", "the provisioning error", |host| {
+            has_error(host, "BMC stopped answering")
+        })
+        .await;
+    let provisioned = cluster
+        .wait_for_state("flaky", ProvisioningState::Provisioned)
+        .await;
+
+    let status = provisioned.status.unwrap_or_default();
+    assert_eq!(status.error_type, None);
+    assert_eq!(status.provisioning_fail_count, 0);
+    let machine = cluster.backend.machine(NAMESPACE, "flaky");
+    assert!(
+        machine
+            .calls
+            .iter()
+            .any(|call| call.method() == Some(Method::Deprovision)),
+        "cleaned before the retry"
+    );
+    assert_eq!(machine.image_writes, 1);
+    assert!(
+        cluster
+            .event_reasons("flaky")
+            .await
+            .iter()
+            .any(|reason| reason == "ProvisioningError")
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_image_checksum_stops_at_the_retry_limit() {
+    let cluster = Cluster::start().await;
+    cluster.backend.script(
+        NAMESPACE,
+        "badsum",
+        Method::Provision,
+        (0..10).map(|_| Scripted::failed("image checksum mismatch")),
+    );
+    cluster.host_with_secret("badsum", image_spec()).await;
+
+    let stopped = cluster
+        .wait_for("badsum", "the retry limit", |host| {
+            has_error(host, "retry limit (2) reached")
+        })
+        .await;
+    assert_eq!(state_of(&stopped), ProvisioningState::Available);
+    assert_eq!(
+        stopped.status.unwrap_or_default().provisioning_fail_count,
+        2
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let attempts = |cluster: &Cluster| {
+        cluster
+            .backend
+            .machine(NAMESPACE, "badsum")
+            .calls
+            .iter()
+            .filter(|c| c.method() == Some(Method::Provision))
+            .count()
+    };
+    let settled = attempts(&cluster);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        attempts(&cluster),
+        settled,
+        "no more attempts after the limit"
+    );
+
+    cluster.patch_host("badsum", json!({"spec": {"image": {"url": "http://images.example/fixed.img", "checksum": "ok"}}})).await;
+    cluster
+        .backend
+        .with_machine(NAMESPACE, "badsum", |machine| machine.script.clear());
+    let provisioned = cluster
+        .wait_for_state("badsum", ProvisioningState::Provisioned)
+        .await;
+    assert_eq!(
+        provisioned
+            .status
+            .unwrap_or_default()
+            .provisioning_fail_count,
+        0
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_killed_during_provisioning_resumes_and_writes_the_image_once() {
+    let mut cluster = Cluster::start().await;
+    cluster.backend.script(
+        NAMESPACE,
+        "restart",
+        Method::Provision,
+        (0..6).map(|_| Scripted::working()),
+    );
+    cluster.host_with_secret("restart", image_spec()).await;
+    cluster
+        .wait_for_state("restart", ProvisioningState::Provisioning)
+        .await;
+
+    cluster.kill_controller();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.start_controller();
+
+    let provisioned = cluster
+        .wait_for_state("restart", ProvisioningState::Provisioned)
+        .await;
+    let machine = cluster.backend.machine(NAMESPACE, "restart");
+    assert_eq!(machine.image_writes, 1);
+    let inspections = machine
+        .calls
+        .iter()
+        .filter(|call| call.method() == Some(Method::Inspect))
+        .count();
+    assert_eq!(inspections, 1, "finished inspection is not redone");
+    assert!(
+        machine
+            .calls
+            .iter()
+            .all(|call| call.method() != Some(Method::Deprovision))
+    );
+    assert_eq!(
+        provisioned
+            .status
+            .unwrap_or_default()
+            .provisioning
+            .image
+            .map(|image| image.url),
+        Some(IMAGE.into())
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn externally_provisioned_host_is_adopted_never_inspected_and_can_be_handed_over() {
+    let cluster = Cluster::start().await;
+    cluster
+        .host_with_secret("external", json!({"externallyProvisioned": true}))
+        .await;
+    cluster
+        .wait_for_state("external", ProvisioningState::ExternallyProvisioned)
+        .await;
+    let machine = cluster.backend.machine(NAMESPACE, "external");
+    assert!(
+        machine
+            .calls
+            .iter()
+            .all(|call| call.method() != Some(Method::Inspect))
+    );
+    cluster
+        .wait_for("external", "powered on", |host| {
+            host.status.as_ref().is_some_and(|s| s.powered_on)
+        })
+        .await;
+
+    let mut spec = image_spec();
+    merge(&mut spec, json!({"externallyProvisioned": false}));
+    cluster.patch_host("external", json!({"spec": spec})).await;
+    let provisioned = cluster
+        .wait_for_state("external", ProvisioningState::Provisioned)
+        .await;
+    assert_eq!(
+        provisioned
+            .status
+            .unwrap_or_default()
+            .provisioning
+            .image
+            .map(|image| image.url),
+        Some(IMAGE.into())
+    );
+    assert_eq!(
+        cluster.backend.machine(NAMESPACE, "external").image_writes,
+        0,
+        "adopted, not rewritten"
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_iso_is_booted_without_a_checksum() {
+    let cluster = Cluster::start().await;
+    cluster
+        .host_with_secret(
+            "live",
+            json!({"image": {"url": "http://images.example/live.iso", "format": "live-iso"}}),
+        )
+        .await;
+    let provisioned = cluster
+        .wait_for_state("live", ProvisioningState::Provisioned)
+        .await;
+    let image = provisioned
+        .status
+        .unwrap_or_default()
+        .provisioning
+        .image
+        .unwrap_or_default();
+    assert_eq!(
+        image.disk_format,
+        Some(ingot_api::metal3::DiskFormat::LiveIso)
+    );
+    cluster.stop().await;
+}
+
+/// Waits until the fake machine's power is as expected.
+async fn wait_power(cluster: &Cluster, name: &str, on: bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while cluster.backend.machine(NAMESPACE, name).powered_on != on {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: power never became {on}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn annotate(key: &str, value: Option<&str>) -> serde_json::Value {
+    json!({"metadata": {"annotations": {key: value}}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_reboot_annotation_cycles_power_as_upstream() {
+    let cluster = Cluster::start().await;
+    cluster.host_with_secret("reboot", image_spec()).await;
+    cluster
+        .wait_for_state("reboot", ProvisioningState::Provisioned)
+        .await;
+    wait_power(&cluster, "reboot", true).await;
+
+    // Plain: off, annotation removed by the operator, on again.
+    cluster
+        .patch_host("reboot", annotate("reboot.metal3.io", Some("")))
+        .await;
+    cluster
+        .wait_for("reboot", "plain annotation served", |host| {
+            !host.annotations().contains_key("reboot.metal3.io")
+        })
+        .await;
+    wait_power(&cluster, "reboot", true).await;
+    let power_offs = |cluster: &Cluster| {
+        cluster
+            .backend
+            .machine(NAMESPACE, "reboot")
+            .calls
+            .iter()
+            .filter_map(|call| match call {
+                ingot_operator::fake::Call::PowerOff(request) => Some(*request),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(power_offs(&cluster).len(), 1);
+    assert_eq!(
+        power_offs(&cluster)[0].mode,
+        ingot_operator::annotations::RebootMode::Soft
+    );
+
+    // Suffixed and hard: off and kept off until its owner removes it.
+    cluster
+        .patch_host(
+            "reboot",
+            annotate("reboot.metal3.io/remediation", Some(r#"{"mode":"hard"}"#)),
+        )
+        .await;
+    wait_power(&cluster, "reboot", false).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let held = cluster.hosts().get("reboot").await.expect("host");
+    assert!(
+        held.annotations()
+            .contains_key("reboot.metal3.io/remediation"),
+        "the operator never removes it"
+    );
+    assert!(
+        !cluster.backend.machine(NAMESPACE, "reboot").powered_on,
+        "held off"
+    );
+    assert_eq!(
+        power_offs(&cluster).last().map(|request| request.mode),
+        Some(ingot_operator::annotations::RebootMode::Hard)
+    );
+    cluster
+        .patch_host("reboot", annotate("reboot.metal3.io/remediation", None))
+        .await;
+    wait_power(&cluster, "reboot", true).await;
+
+    // Soft power-off failing falls back to a hard, forced retry.
+    cluster.backend.script(
+        NAMESPACE,
+        "reboot",
+        Method::PowerOff,
+        [Scripted::failed("ACPI ignored")],
+    );
+    cluster
+        .patch_host(
+            "reboot",
+            annotate("reboot.metal3.io", Some(r#"{"mode":"soft"}"#)),
+        )
+        .await;
+    cluster
+        .wait_for("reboot", "served after the fallback", |host| {
+            !host.annotations().contains_key("reboot.metal3.io")
+        })
+        .await;
+    let last = power_offs(&cluster).last().copied().expect("a power-off");
+    assert_eq!(last.mode, ingot_operator::annotations::RebootMode::Hard);
+    assert!(last.force);
+    wait_power(&cluster, "reboot", true).await;
+    assert!(
+        cluster
+            .event_reasons("reboot")
+            .await
+            .iter()
+            .any(|reason| reason == "PowerManagementError")
+    );
     cluster.stop().await;
 }
