@@ -121,6 +121,28 @@ impl DriverUnderTest {
         credentials: (&str, &str),
         limits: Limits,
     ) -> Result<Self, LoadError> {
+        Self::load_with_config(
+            target_tmpdir,
+            crate_name,
+            address,
+            credentials,
+            limits,
+            Vec::new(),
+        )
+    }
+
+    /// Like [`DriverUnderTest::load`], with plugin configuration.
+    ///
+    /// # Errors
+    /// A missing component, or a runtime that refuses it.
+    pub fn load_with_config(
+        target_tmpdir: &Path,
+        crate_name: &str,
+        address: BmcAddress,
+        credentials: (&str, &str),
+        limits: Limits,
+        config: Vec<(String, String)>,
+    ) -> Result<Self, LoadError> {
         let path = component_path(target_tmpdir, crate_name);
         let wasm = std::fs::read(&path).map_err(|_| LoadError::Missing { path })?;
         let runtime = Runtime::new(RuntimeConfig {
@@ -129,7 +151,7 @@ impl DriverUnderTest {
         })
         .map_err(|error| LoadError::Runtime(error.to_string()))?;
         let plugin = runtime
-            .prepare(crate_name, &wasm, Vec::new(), limits)
+            .prepare(crate_name, &wasm, config, limits)
             .map_err(|error| LoadError::Prepare(format!("{error:?}")))?;
         let host = HostRef {
             namespace: "lab".to_owned(),
