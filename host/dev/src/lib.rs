@@ -16,3 +16,4 @@
 
 pub mod capi;
 pub mod cluster;
+pub mod fleet;
