@@ -65,6 +65,8 @@ pub fn all() -> Result<Vec<CustomResourceDefinition>, CrdError> {
         single(BareMetalHost::crd()),
         single(HardwareData::crd()),
         single(HostClaim::crd()),
+        single(crate::plugins::WasmPlugin::crd()),
+        single(crate::plugins::HostPolicy::crd()),
         multi(vec![
             capm3_v1beta1::Metal3Machine::crd(),
             capm3_v1beta2::Metal3Machine::crd(),
