@@ -499,9 +499,10 @@ impl<'d> Qcow2Writer<'d> {
             cluster.saturating_sub(HEADER_PREFIX),
             Content::Ignored,
         )?;
+        // The table's clusters are claimed whole, so their padding is not taken for data.
         self.add_extent(
             header.l1_table_offset,
-            u64::from(header.l1_size) * 8,
+            (u64::from(header.l1_size) * 8).next_multiple_of(cluster),
             Content::L1Table,
         )?;
         let refcount_bytes = u64::from(header.refcount_table_clusters) * cluster;
@@ -515,8 +516,9 @@ impl<'d> Qcow2Writer<'d> {
     }
 
     fn handle_l1(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        let cluster = self.header()?.cluster_size();
-        for (index, entry) in be_entries(bytes).enumerate() {
+        let header = self.header()?;
+        let (cluster, entries) = (header.cluster_size(), header.l1_size as usize);
+        for (index, entry) in be_entries(bytes).take(entries).enumerate() {
             let offset = entry & OFFSET_MASK;
             if offset != 0 {
                 self.add_extent(
