@@ -3,9 +3,12 @@
 
 mod apiserver;
 mod crds;
+mod dev;
 mod images;
 mod lab;
 mod operator;
+mod plugin;
+mod validate;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -22,6 +25,8 @@ struct Cli {
 enum Command {
     /// Write the CustomResourceDefinitions of every ingot kind as YAML files.
     Crds(crds::Args),
+    /// Check manifests offline against the schemas and admission rules; exit 0 only if valid.
+    Validate(validate::Args),
     /// Run the embedded development Kubernetes API server (not a production control plane).
     Apiserver(apiserver::Args),
     /// Run simulated bare-metal machines behind a Redfish service, with an image server.
@@ -30,6 +35,10 @@ enum Command {
     Images(images::Args),
     /// Run the BareMetalHost controller against a Kubernetes API server.
     Operator(operator::Args),
+    /// Run the whole flow here: API server, virtual lab, operator, examples and a fleet view.
+    Dev(dev::Args),
+    /// Inspect, check and call WebAssembly plugins.
+    Plugin(plugin::Args),
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -37,10 +46,13 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds(args) => crds::run(args),
+        Command::Validate(args) => validate::run(args),
         Command::Apiserver(args) => apiserver::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Images(args) => images::run(args),
         Command::Operator(args) => operator::run(args),
+        Command::Dev(args) => dev::run(args),
+        Command::Plugin(args) => plugin::run(args),
     }
 }
 
