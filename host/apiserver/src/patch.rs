@@ -20,16 +20,29 @@ pub enum PatchError {
     Failed(String),
 }
 
-/// Applies an RFC 7386 merge patch.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
+type Object = Map<String, Value>;
+
+/// Both sides as maps; a non-object patch replaces the target instead, and a
+/// non-object target becomes an empty map first.
+fn object_pair<'a, 'b>(
+    target: &'a mut Value,
+    patch: &'b Value,
+) -> Option<(&'a mut Object, &'b Object)> {
     let Value::Object(patch_map) = patch else {
         *target = patch.clone();
-        return;
+        return None;
     };
     if !target.is_object() {
         *target = Value::Object(Map::new());
     }
-    let Value::Object(target_map) = target else {
+    target
+        .as_object_mut()
+        .map(|target_map| (target_map, patch_map))
+}
+
+/// Applies an RFC 7386 merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Some((target_map, patch_map)) = object_pair(target, patch) else {
         return;
     };
     for (key, value) in patch_map {
@@ -49,14 +62,7 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
 }
 
 fn strategic_merge_at(target: &mut Value, patch: &Value, path: &str) {
-    let Value::Object(patch_map) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    let Value::Object(target_map) = target else {
+    let Some((target_map, patch_map)) = object_pair(target, patch) else {
         return;
     };
     for (key, value) in patch_map {

@@ -414,21 +414,38 @@ fn format_matches(format: &str, text: &str) -> bool {
     }
 }
 
-fn validate_array(items: &[Value], schema: &Value, path: &str, causes: &mut Vec<FieldCause>) {
-    if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
-        && items.len() as u64 > max
+/// `minItems`/`maxItems` or `minProperties`/`maxProperties`.
+fn check_count(
+    count: usize,
+    schema: &Value,
+    (min_key, max_key, noun): (&str, &str, &str),
+    path: &str,
+    causes: &mut Vec<FieldCause>,
+) {
+    if let Some(max) = schema.get(max_key).and_then(Value::as_u64)
+        && count as u64 > max
     {
-        causes.push(FieldCause::too_many(path, items.len(), max));
+        causes.push(FieldCause::too_many(path, count, max));
     }
-    if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
-        && (items.len() as u64) < min
+    if let Some(min) = schema.get(min_key).and_then(Value::as_u64)
+        && (count as u64) < min
     {
         causes.push(FieldCause::invalid(
             path,
-            &Value::from(items.len()),
-            &format!("{path} in body should have at least {min} items"),
+            &Value::from(count),
+            &format!("{path} in body should have at least {min} {noun}"),
         ));
     }
+}
+
+fn validate_array(items: &[Value], schema: &Value, path: &str, causes: &mut Vec<FieldCause>) {
+    check_count(
+        items.len(),
+        schema,
+        ("minItems", "maxItems", "items"),
+        path,
+        causes,
+    );
     let set_like = schema.get("uniqueItems").and_then(Value::as_bool) == Some(true)
         || schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("set");
     if set_like {
@@ -467,20 +484,13 @@ fn validate_object(
             causes.push(FieldCause::required(&child_path(path, name)));
         }
     }
-    if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
-        && map.len() as u64 > max
-    {
-        causes.push(FieldCause::too_many(path, map.len(), max));
-    }
-    if let Some(min) = schema.get("minProperties").and_then(Value::as_u64)
-        && (map.len() as u64) < min
-    {
-        causes.push(FieldCause::invalid(
-            path,
-            &Value::from(map.len()),
-            &format!("{path} in body should have at least {min} properties"),
-        ));
-    }
+    check_count(
+        map.len(),
+        schema,
+        ("minProperties", "maxProperties", "properties"),
+        path,
+        causes,
+    );
     let properties = schema.get("properties").and_then(Value::as_object);
     let additional = schema.get("additionalProperties").filter(|a| a.is_object());
     for (key, value) in map {

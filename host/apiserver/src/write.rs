@@ -343,22 +343,8 @@ impl Api {
             };
             self.check_namespace(&named)?;
             let prepared = self.prepare(&named, &options, None, object, true)?;
-            if options.dry_run {
-                let view = self.present(&target.def, &target.version, prepared.object)?;
-                return Ok(http::json(201, &view, &prepared.warnings));
-            }
-            let write = Write {
-                key: target.def.storage_key(),
-                namespace: named.namespace_key().to_string(),
-                name: name.clone(),
-                expect: Expect::Absent,
-                object: Some(prepared.object),
-            };
-            match self.store.commit(write).await {
-                Ok(stored) => {
-                    let view = self.present(&target.def, &target.version, stored.value())?;
-                    return Ok(http::json(201, &view, &prepared.warnings));
-                }
+            match self.insert(&named, prepared, options.dry_run).await {
+                Ok(response) => return Ok(response),
                 Err(CommitError::Exists) if generate.is_some() && fixed.is_none() => continue,
                 Err(CommitError::Exists) => {
                     return Err(ApiError::already_exists(
@@ -367,10 +353,36 @@ impl Api {
                         &name,
                     ));
                 }
-                Err(other) => return Err(commit_error(target, other)),
+                Err(other) => return Err(commit_error(&named, other)),
             }
         }
         Err(ApiError::internal("could not generate a unique name"))
+    }
+
+    /// Commits a new object (201); a presentation failure is an internal error.
+    async fn insert(
+        &self,
+        target: &Target,
+        prepared: Prepared,
+        dry_run: bool,
+    ) -> Result<Response<Body>, CommitError> {
+        let present = |object: Value| {
+            self.present(&target.def, &target.version, object)
+                .map(|view| http::json(201, &view, &prepared.warnings))
+                .unwrap_or_else(|err| http::error(&err))
+        };
+        if dry_run {
+            return Ok(present(prepared.object.clone()));
+        }
+        let write = Write {
+            key: target.def.storage_key(),
+            namespace: target.namespace_key().to_string(),
+            name: target.name.clone().unwrap_or_default(),
+            expect: Expect::Absent,
+            object: Some(prepared.object.clone()),
+        };
+        let stored = self.store.commit(write).await?;
+        Ok(present(stored.value()))
     }
 
     /// PUT.
@@ -522,22 +534,8 @@ impl Api {
             metadata_mut(&mut created)?.insert("name".to_string(), Value::String(name.to_string()));
             self.check_namespace(target)?;
             let prepared = self.prepare(target, options, None, created, false)?;
-            if options.dry_run {
-                let view = self.present(&target.def, &target.version, prepared.object)?;
-                return Ok(http::json(201, &view, &prepared.warnings));
-            }
-            let write = Write {
-                key: target.def.storage_key(),
-                namespace: target.namespace_key().to_string(),
-                name: name.to_string(),
-                expect: Expect::Absent,
-                object: Some(prepared.object),
-            };
-            match self.store.commit(write).await {
-                Ok(stored) => {
-                    let view = self.present(&target.def, &target.version, stored.value())?;
-                    return Ok(http::json(201, &view, &prepared.warnings));
-                }
+            match self.insert(target, prepared, options.dry_run).await {
+                Ok(response) => return Ok(response),
                 Err(CommitError::Exists) => {}
                 Err(other) => return Err(commit_error(target, other)),
             }

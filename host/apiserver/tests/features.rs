@@ -5,7 +5,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ingot_apiserver::{
     AdmissionHook, AdmissionRequest, AdmissionResponse, ConversionError, ConversionHook,
@@ -18,7 +17,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-use common::TestServer;
+use common::{TestServer, eventually};
 
 fn crd_api(client: &Client) -> Api<DynamicObject> {
     let resource = ApiResource::from_gvk_with_plural(
@@ -272,16 +271,6 @@ async fn none_conversion_rewrites_api_version_and_missing_hook_fails() {
         "{}",
         status.message
     );
-}
-
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..100 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn config_map(name: &str, owner: Option<&ConfigMap>) -> ConfigMap {

@@ -34,6 +34,29 @@ async fn with_widget(server: &TestServer) -> Option<Kubectl> {
     Some(kubectl)
 }
 
+/// `kubectl edit widget w1` with an editor script that changes `size: 1` to `to`.
+async fn edit_size(kubectl: &Kubectl, to: u32) {
+    let editor = kubectl.workdir.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        format!("#!/bin/sh\nsed -i 's/size: 1$/size: {to}/' \"$1\"\n"),
+    )
+    .expect("editor script");
+    std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let editor = editor.display().to_string();
+    let edit = kubectl
+        .run_with_env(
+            &["edit", "widget", "w1"],
+            &[("EDITOR", &editor), ("KUBE_EDITOR", &editor)],
+        )
+        .await;
+    assert!(
+        edit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&edit.stderr)
+    );
+}
+
 async fn json_of(kubectl: &Kubectl, args: &[&str]) -> Value {
     let mut full = args.to_vec();
     full.extend(["-o", "json"]);
@@ -243,22 +266,7 @@ async fn watch_prints_one_row_per_change_and_generation_rules_hold() {
         .expect("watch starts");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let editor = kubectl.workdir.path().join("editor.sh");
-    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/size: 1$/size: 2/' \"$1\"\n")
-        .expect("editor script");
-    std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let editor = editor.display().to_string();
-    let edit = kubectl
-        .run_with_env(
-            &["edit", "widget", "w1"],
-            &[("EDITOR", &editor), ("KUBE_EDITOR", &editor)],
-        )
-        .await;
-    assert!(
-        edit.status.success(),
-        "{}",
-        String::from_utf8_lossy(&edit.stderr)
-    );
+    edit_size(&kubectl, 2).await;
     assert_eq!(
         json_of(&kubectl, &["get", "widget", "w1"]).await["metadata"]["generation"],
         2
@@ -339,22 +347,7 @@ async fn server_side_apply_conflicts_and_force() {
             .contains("serverside-applied")
     );
 
-    let editor = kubectl.workdir.path().join("editor.sh");
-    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/size: 1$/size: 7/' \"$1\"\n")
-        .expect("editor script");
-    std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let editor = editor.display().to_string();
-    let edit = kubectl
-        .run_with_env(
-            &["edit", "widget", "w1"],
-            &[("EDITOR", &editor), ("KUBE_EDITOR", &editor)],
-        )
-        .await;
-    assert!(
-        edit.status.success(),
-        "{}",
-        String::from_utf8_lossy(&edit.stderr)
-    );
+    edit_size(&kubectl, 7).await;
 
     let err = kubectl
         .fails(&["apply", "--server-side", "-f", &file])

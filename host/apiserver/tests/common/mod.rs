@@ -88,6 +88,17 @@ spec:
                 type: string
 "#;
 
+/// Polls `check` every 100 ms for up to 10 s.
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
 /// Where the real kubectl lives, if it is installed.
 pub fn kubectl_path() -> Option<PathBuf> {
     let path = PathBuf::from("/usr/bin/kubectl");
