@@ -135,59 +135,22 @@ ingot_plugin_sdk::export_host_selector!(SmallestSpread);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ingot_plugin_sdk::mock::MockHost;
-    use ingot_plugin_sdk::selector::{LabelSelector, Requirements};
-    use ingot_plugin_sdk::types::{Cpu, HardwareDetails, HostRef};
+    use ingot_plugin_sdk::mock::{MockHost, fixtures};
 
     fn host(name: &str, domain: &str, cpus: u32, ram_gib: u64) -> Candidate {
-        Candidate {
-            host: HostRef {
-                namespace: "site".into(),
-                name: name.into(),
-                uid: format!("uid-{name}"),
-            },
-            labels: vec![("role".into(), "worker".into())],
-            failure_domain: Some(domain.into()),
-            hardware: Some(HardwareDetails {
-                system_vendor: None,
-                bios: None,
-                ram_mebibytes: ram_gib * 1024,
-                nics: Vec::new(),
-                storage: Vec::new(),
-                cpu: Some(Cpu {
-                    arch: "x86_64".into(),
-                    model: "example".into(),
-                    clock_megahertz: 2400.0,
-                    flags: Vec::new(),
-                    count: cpus,
-                }),
-                hostname: None,
-            }),
-        }
+        fixtures::candidate(name, &[("role", "worker")], Some(domain), cpus, ram_gib)
     }
 
     fn claim(min_cpus: u32, usage: &[(&str, u32)]) -> Claim {
-        Claim {
-            identity: "site/worker-0".into(),
-            labels: Vec::new(),
-            selector: LabelSelector {
-                match_labels: vec![("role".into(), "worker".into())],
-                match_expressions: Vec::new(),
-            },
-            requirements: Requirements {
-                cpu_arch: Some("x86_64".into()),
-                min_cpus: Some(min_cpus),
-                min_ram_mebibytes: None,
-                min_disk_bytes: None,
-                min_nics: None,
-                extra: Vec::new(),
-            },
-            failure_domain: None,
-            domain_usage: usage
-                .iter()
-                .map(|(name, count)| ((*name).into(), *count))
-                .collect(),
-        }
+        let mut claim = fixtures::claim("site/worker-0");
+        claim.selector.match_labels = fixtures::labels(&[("role", "worker")]);
+        claim.requirements.cpu_arch = Some("x86_64".into());
+        claim.requirements.min_cpus = Some(min_cpus);
+        claim.domain_usage = usage
+            .iter()
+            .map(|(name, count)| ((*name).into(), *count))
+            .collect();
+        claim
     }
 
     fn names(choice: &Choice) -> Vec<&str> {

@@ -90,58 +90,18 @@ ingot_plugin_sdk::export_host_selector!(DefaultSelector);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ingot_plugin_sdk::mock::MockHost;
-    use ingot_plugin_sdk::selector::{
-        LabelSelector, Requirements, SelectorOperator, SelectorRequirement,
-    };
-    use ingot_plugin_sdk::types::{Cpu, HardwareDetails, HostRef};
+    use ingot_plugin_sdk::mock::{MockHost, fixtures};
+    use ingot_plugin_sdk::selector::{LabelSelector, SelectorOperator, SelectorRequirement};
 
     fn candidate(name: &str, labels: &[(&str, &str)], cpus: u32) -> Candidate {
-        Candidate {
-            host: HostRef {
-                namespace: "lab".into(),
-                name: name.into(),
-                uid: format!("uid-{name}"),
-            },
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect(),
-            failure_domain: None,
-            hardware: Some(HardwareDetails {
-                system_vendor: None,
-                bios: None,
-                ram_mebibytes: 4096,
-                nics: Vec::new(),
-                storage: Vec::new(),
-                cpu: Some(Cpu {
-                    arch: "x86_64".into(),
-                    model: "test".into(),
-                    clock_megahertz: 2000.0,
-                    flags: Vec::new(),
-                    count: cpus,
-                }),
-                hostname: None,
-            }),
-        }
+        fixtures::candidate(name, labels, None, cpus, 4)
     }
 
     fn claim(identity: &str, selector: LabelSelector, min_cpus: Option<u32>) -> Claim {
-        Claim {
-            identity: identity.into(),
-            labels: Vec::new(),
-            selector,
-            requirements: Requirements {
-                cpu_arch: None,
-                min_cpus,
-                min_ram_mebibytes: None,
-                min_disk_bytes: None,
-                min_nics: None,
-                extra: Vec::new(),
-            },
-            failure_domain: None,
-            domain_usage: Vec::new(),
-        }
+        let mut claim = fixtures::claim(identity);
+        claim.selector = selector;
+        claim.requirements.min_cpus = min_cpus;
+        claim
     }
 
     fn no_selector() -> LabelSelector {

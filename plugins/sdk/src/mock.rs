@@ -570,3 +570,86 @@ fn ipmi_unpad(mut padded: Vec<u8>) -> Result<Vec<u8>, SecretError> {
     padded.truncate(padded.len() - pad_len);
     Ok(padded)
 }
+
+/// Builders for the inputs plugin tests need most.
+pub mod fixtures {
+    use crate::types::{Cpu, HardwareDetails, HostRef, KeyValue};
+
+    /// A host in namespace `lab` whose UID is `uid-<name>`.
+    pub fn host_ref(name: &str) -> HostRef {
+        HostRef {
+            namespace: "lab".into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+        }
+    }
+
+    /// An x86_64 machine with `cpus` CPUs and `ram_gib` GiB of memory.
+    pub fn hardware(cpus: u32, ram_gib: u64) -> HardwareDetails {
+        HardwareDetails {
+            system_vendor: None,
+            bios: None,
+            ram_mebibytes: ram_gib * 1024,
+            nics: Vec::new(),
+            storage: Vec::new(),
+            cpu: Some(Cpu {
+                arch: "x86_64".into(),
+                model: "fixture".into(),
+                clock_megahertz: 2000.0,
+                flags: Vec::new(),
+                count: cpus,
+            }),
+            hostname: None,
+        }
+    }
+
+    /// Labels from pairs.
+    pub fn labels(pairs: &[(&str, &str)]) -> Vec<KeyValue> {
+        pairs
+            .iter()
+            .map(|(key, value)| ((*key).into(), (*value).into()))
+            .collect()
+    }
+
+    /// A candidate host with the given labels, failure domain and size.
+    #[cfg(feature = "host-selector")]
+    pub fn candidate(
+        name: &str,
+        label_pairs: &[(&str, &str)],
+        failure_domain: Option<&str>,
+        cpus: u32,
+        ram_gib: u64,
+    ) -> crate::selector::Candidate {
+        crate::selector::Candidate {
+            host: host_ref(name),
+            labels: labels(label_pairs),
+            failure_domain: failure_domain.map(Into::into),
+            hardware: Some(hardware(cpus, ram_gib)),
+        }
+    }
+
+    /// A claim with an empty selector and no requirements.
+    #[cfg(feature = "host-selector")]
+    pub fn claim(identity: &str) -> crate::selector::Claim {
+        use crate::selector::{Claim, LabelSelector, Requirements};
+
+        Claim {
+            identity: identity.into(),
+            labels: Vec::new(),
+            selector: LabelSelector {
+                match_labels: Vec::new(),
+                match_expressions: Vec::new(),
+            },
+            requirements: Requirements {
+                cpu_arch: None,
+                min_cpus: None,
+                min_ram_mebibytes: None,
+                min_disk_bytes: None,
+                min_nics: None,
+                extra: Vec::new(),
+            },
+            failure_domain: None,
+            domain_usage: Vec::new(),
+        }
+    }
+}
