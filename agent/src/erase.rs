@@ -51,7 +51,7 @@ pub fn erase_disk(disk: &mut Disk) -> Result<Vec<Span>, Error> {
 }
 
 fn clamp(span: Span, size: u64) -> Option<Span> {
-    let end = (span.start + span.len).min(size);
+    let end = span.start.saturating_add(span.len).min(size);
     (end > span.start).then(|| Span {
         start: span.start,
         len: end - span.start,

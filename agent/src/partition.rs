@@ -102,7 +102,11 @@ pub fn append_partition(
     let Some((kind, spans)) = read_partitions(disk)? else {
         return Err(Error::NoTable);
     };
-    let last_end = spans.iter().map(|s| s.start + s.len).max().unwrap_or(MIB);
+    let last_end = spans
+        .iter()
+        .map(|s| s.start.saturating_add(s.len))
+        .max()
+        .unwrap_or(MIB);
     let start = min_start.max(last_end).next_multiple_of(MIB);
     let span = Span { start, len };
 
@@ -205,7 +209,7 @@ impl Gpt {
             )));
         }
         let mut entries = vec![0u8; (count * entry_size) as usize];
-        disk.read_at(le64(&header, 72) * SECTOR, &mut entries)?;
+        disk.read_at(le64(&header, 72).saturating_mul(SECTOR), &mut entries)?;
         if crc32fast::hash(&entries) != le32(&header, 88) {
             return Err(Error::InvalidGpt(
                 "partition entry array checksum mismatch".into(),
@@ -225,19 +229,28 @@ impl Gpt {
             .map(|entry| {
                 let first = le64(entry, 32);
                 let last = le64(entry, 40);
+                // Saturating: a corrupt table must not overflow, only look huge.
                 Span {
-                    start: first * SECTOR,
-                    len: (last.saturating_sub(first) + 1) * SECTOR,
+                    start: first.saturating_mul(SECTOR),
+                    len: last
+                        .saturating_sub(first)
+                        .saturating_add(1)
+                        .saturating_mul(SECTOR),
                 }
             })
             .collect()
     }
 
     fn append(mut self, disk: &mut Disk, span: Span, name: &str) -> Result<(), Error> {
-        let last_lba = disk.size() / SECTOR - 1;
+        let no_space = || Error::NoSpace {
+            wanted: span.len,
+            start: span.start,
+            size: disk.size(),
+        };
+        let last_lba = (disk.size() / SECTOR).checked_sub(1).ok_or_else(no_space)?;
         let entry_sectors = (self.entries.len() as u64).div_ceil(SECTOR);
-        let backup_entries_lba = last_lba - entry_sectors;
-        let last_usable = backup_entries_lba - 1;
+        let backup_entries_lba = last_lba.checked_sub(entry_sectors).ok_or_else(no_space)?;
+        let last_usable = backup_entries_lba.checked_sub(1).ok_or_else(no_space)?;
         let first = span.start / SECTOR;
         let last = (span.start + span.len) / SECTOR - 1;
         if last > last_usable {

@@ -62,6 +62,14 @@ pub enum Error {
         /// Guest offset of the cluster.
         guest: u64,
     },
+    /// The virtual disk is larger than the target disk.
+    #[error("the image's virtual size is {virtual_size} bytes but the disk holds only {disk}")]
+    TooLarge {
+        /// Virtual size from the header.
+        virtual_size: u64,
+        /// Disk size.
+        disk: u64,
+    },
     /// The temporary spill file failed.
     #[error("temporary file in {dir} failed")]
     Spill {
@@ -490,6 +498,12 @@ impl<'d> Qcow2Writer<'d> {
 
     fn handle_header(&mut self, bytes: &[u8]) -> Result<(), Error> {
         let header = Header::parse(bytes)?;
+        if header.size > self.disk.size() {
+            return Err(Error::TooLarge {
+                virtual_size: header.size,
+                disk: self.disk.size(),
+            });
+        }
         let cluster = header.cluster_size();
         let guest_clusters = header.size.div_ceil(cluster);
         self.written = vec![0; guest_clusters.div_ceil(64) as usize];
@@ -547,7 +561,12 @@ impl<'d> Qcow2Writer<'d> {
     fn handle_l2(&mut self, l1_index: u64, bytes: &[u8]) -> Result<(), Error> {
         let header = self.header()?.clone();
         let cluster = header.cluster_size();
-        let guest_base = l1_index * (cluster / 8) * cluster;
+        let guest_base = l1_index
+            .checked_mul((cluster / 8) * cluster)
+            .filter(|base| *base < header.size)
+            .ok_or_else(|| {
+                Error::Corrupt(format!("L1 entry {l1_index} lies beyond the virtual size"))
+            })?;
         let compressed_offset_bits = 62 - (header.cluster_bits - 8);
 
         for (index, entry) in be_entries(bytes).enumerate() {
@@ -687,5 +706,26 @@ mod tests {
         assert!(message(&header_bytes(3, FEATURE_CORRUPT)).contains("corrupt"));
         assert!(message(&header_bytes(4, 0)).contains("version 4"));
         assert!(message(b"not an image").contains("magic"));
+    }
+
+    #[test]
+    fn an_image_larger_than_the_disk_is_refused_before_writing() {
+        let file = tempfile::tempfile().unwrap_or_else(|e| panic!("{e}"));
+        file.set_len(1 << 20).unwrap_or_else(|e| panic!("{e}"));
+        let mut disk = Disk::new(file).unwrap_or_else(|e| panic!("{e}"));
+        let mut header = header_bytes(3, 0);
+        header.resize(512, 0);
+
+        let mut writer = Qcow2Writer::new(&mut disk, Path::new("/tmp"));
+        let error = writer
+            .feed(&header)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+
+        assert!(
+            error.contains("virtual size is 1073741824 bytes but the disk holds only 1048576"),
+            "{error}"
+        );
     }
 }

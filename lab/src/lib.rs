@@ -9,6 +9,7 @@
 //! agent code against sparse-file disks) or boot the image written to their disk.
 
 pub mod images;
+pub mod ipmi;
 pub mod machine;
 pub mod profile;
 pub mod redfish;
@@ -75,6 +76,8 @@ pub struct LabConfig {
     pub listen: SocketAddr,
     /// BMC login.
     pub credentials: Credentials,
+    /// Whether every machine also gets an IPMI (RMCP+) endpoint on its own UDP port.
+    pub ipmi: bool,
 }
 
 /// A running lab. Dropping it stops the server and every machine.
@@ -83,11 +86,15 @@ pub struct Lab {
     url: String,
     image_dir: PathBuf,
     server: tokio::task::JoinHandle<()>,
+    ipmi: Vec<(String, SocketAddr, tokio::task::JoinHandle<()>)>,
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
         self.server.abort();
+        for (_, _, task) in &self.ipmi {
+            task.abort();
+        }
     }
 }
 
@@ -126,13 +133,27 @@ impl Lab {
                 tracing::error!(error = %error, "lab server stopped");
             }
         });
+        let ipmi = if config.ipmi {
+            start_ipmi(&machines, &config).await?
+        } else {
+            Vec::new()
+        };
         tracing::info!(url = %format!("http://{address}"), machines = machines.len(), "lab running");
         Ok(Self {
             machines,
             url: format!("http://{address}"),
             image_dir,
             server,
+            ipmi,
         })
+    }
+
+    /// The IPMI (RMCP+) address of machine `id`, when IPMI is enabled.
+    pub fn ipmi_address(&self, id: &str) -> Option<SocketAddr> {
+        self.ipmi
+            .iter()
+            .find(|(machine, _, _)| machine == id)
+            .map(|(_, address, _)| *address)
     }
 
     /// Base URL of the lab listener.
@@ -154,6 +175,32 @@ impl Lab {
     pub fn machines(&self) -> &[Arc<Machine>] {
         &self.machines
     }
+}
+
+/// One UDP socket per machine, on free ports of the listen address.
+async fn start_ipmi(
+    machines: &[Arc<Machine>],
+    config: &LabConfig,
+) -> Result<Vec<(String, SocketAddr, tokio::task::JoinHandle<()>)>, Error> {
+    let mut endpoints = Vec::new();
+    for machine in machines {
+        let wanted = SocketAddr::new(config.listen.ip(), 0);
+        let failed = |source| Error::Listen {
+            address: wanted,
+            source,
+        };
+        let socket = tokio::net::UdpSocket::bind(wanted).await.map_err(failed)?;
+        let address = socket.local_addr().map_err(failed)?;
+        let credentials = config.credentials.clone();
+        let task = tokio::spawn(ipmi::serve(
+            socket,
+            machine.clone(),
+            credentials.username,
+            credentials.password,
+        ));
+        endpoints.push((machine.id.clone(), address, task));
+    }
+    Ok(endpoints)
 }
 
 fn control_router(machines: Vec<Arc<Machine>>) -> axum::Router {

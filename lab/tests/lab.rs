@@ -42,6 +42,7 @@ async fn setup(machines: u32) -> Setup {
             username: USER.into(),
             password: PASSWORD.into(),
         },
+        ipmi: true,
     };
     let lab = Lab::start(config).await.unwrap_or_else(|e| panic!("{e}"));
     let ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
@@ -494,4 +495,94 @@ async fn injected_faults_surface_as_bmc_errors_write_errors_and_a_dead_agent() {
         matches!(state, Ok(CommandState::Pending | CommandState::Delivered)),
         "a crashed agent runs nothing: {state:?}"
     );
+}
+
+fn ipmitool(
+    address: SocketAddr,
+    cipher_suite: &str,
+    password: &str,
+    command: &[&str],
+) -> (bool, String) {
+    let port = address.port().to_string();
+    let mut args = vec![
+        "-I",
+        "lanplus",
+        "-H",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-U",
+        USER,
+        "-P",
+        password,
+        "-C",
+        cipher_suite,
+        "-R",
+        "1",
+        "-N",
+        "1",
+    ];
+    args.extend_from_slice(command);
+    let output = std::process::Command::new("ipmitool")
+        .args(&args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("ipmitool is required (install it with `make setup-packages`): {e}")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipmitool_controls_power_and_boot_device_over_rmcp_plus() {
+    let setup = setup(1).await;
+    let address = setup
+        .lab
+        .ipmi_address("lab-0")
+        .unwrap_or_else(|| panic!("IPMI is enabled"));
+    let machine = setup.lab.machines()[0].clone();
+
+    for suite in ["3", "17"] {
+        let (ok, status) = tokio::task::spawn_blocking(move || {
+            ipmitool(address, suite, PASSWORD, &["chassis", "power", "status"])
+        })
+        .await
+        .unwrap_or_default();
+        assert!(
+            ok && status.contains("Chassis Power is off"),
+            "cipher suite {suite}: {status}"
+        );
+    }
+
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        ipmitool(address, "17", PASSWORD, &["chassis", "bootdev", "cdrom"])
+    })
+    .await
+    .unwrap_or_default();
+    assert!(ok, "{out}");
+    assert_eq!(machine.status().boot.boot_source_override_target, "Cd");
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        ipmitool(address, "3", PASSWORD, &["chassis", "power", "on"])
+    })
+    .await
+    .unwrap_or_default();
+    assert!(ok, "{out}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, status) = tokio::task::spawn_blocking(move || {
+        ipmitool(address, "17", PASSWORD, &["chassis", "power", "status"])
+    })
+    .await
+    .unwrap_or_default();
+    assert!(ok && status.contains("Chassis Power is on"), "{status}");
+
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        ipmitool(address, "17", "wrong", &["chassis", "power", "status"])
+    })
+    .await
+    .unwrap_or_default();
+    assert!(!ok, "a wrong password must be refused: {out}");
 }

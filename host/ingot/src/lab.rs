@@ -28,8 +28,16 @@ pub struct Args {
     #[arg(long, env = "INGOT_LAB_USERNAME", default_value = "admin")]
     username: String,
     /// BMC password.
-    #[arg(long, env = "INGOT_LAB_PASSWORD", default_value = "password", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "INGOT_LAB_PASSWORD",
+        default_value = "password",
+        hide_env_values = true
+    )]
     password: String,
+    /// Also serve IPMI (RMCP+, lanplus) for every machine, each on its own UDP port.
+    #[arg(long)]
+    ipmi: bool,
     /// Size in MiB of the sample OS images generated into the image store (0 skips them).
     #[arg(long, default_value_t = 256)]
     sample_image_mib: u64,
@@ -51,21 +59,49 @@ async fn serve(args: Args, profile: Profile) -> anyhow::Result<ExitCode> {
         profile,
         dir: args.dir.clone(),
         listen: args.listen,
-        credentials: Credentials { username: args.username.clone(), password: args.password },
+        credentials: Credentials {
+            username: args.username.clone(),
+            password: args.password,
+        },
+        ipmi: args.ipmi,
     };
     let lab = Lab::start(config).await.context("starting the lab")?;
     if args.sample_image_mib > 0 {
-        let images = ingot_lab::images::generate(lab.image_dir(), "lab-os", args.sample_image_mib << 20)?;
+        let images =
+            ingot_lab::images::generate(lab.image_dir(), "lab-os", args.sample_image_mib << 20)?;
         tracing::info!(raw = %images.raw.display(), qcow2 = %images.qcow2.display(), "sample images ready");
     }
 
-    println!("lab listening on {} (BMC user {:?})", lab.url(), args.username);
+    println!(
+        "lab listening on {} (BMC user {:?})",
+        lab.url(),
+        args.username
+    );
     for machine in lab.machines() {
-        let boot_mac = machine.details().nics.first().map(|n| n.mac.as_str()).unwrap_or_default();
-        println!("  {}  bmc {}  boot MAC {boot_mac}", machine.id, lab.bmc_address(&machine.id));
+        let boot_mac = machine
+            .details()
+            .nics
+            .first()
+            .map(|n| n.mac.as_str())
+            .unwrap_or_default();
+        let ipmi = lab
+            .ipmi_address(&machine.id)
+            .map(|a| format!("  ipmi {a}"))
+            .unwrap_or_default();
+        println!(
+            "  {}  bmc {}{ipmi}  boot MAC {boot_mac}",
+            machine.id,
+            lab.bmc_address(&machine.id)
+        );
     }
-    println!("images: {}/images/<name> (checksums at <name>.sha256sum); faults: PUT {}/lab/v1/machines/<id>/faults", lab.url(), lab.url());
+    println!(
+        "images: {}/images/<name> (checksums at <name>.sha256sum); faults: PUT {}/lab/v1/machines/<id>/faults",
+        lab.url(),
+        lab.url()
+    );
 
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     Ok(ExitCode::SUCCESS)
 }
