@@ -247,7 +247,35 @@ pub async fn apply(client: &Client, manifests: &[Manifest]) -> Result<(), Error>
     Ok(())
 }
 
+/// Applies the manifests whose object does not exist yet, leaving existing objects as they
+/// are (a resumed session keeps what was changed since). Returns how many were created.
+pub async fn create_missing(client: &Client, manifests: &[Manifest]) -> Result<usize, Error> {
+    let mut created = 0;
+    for manifest in manifests {
+        let api = api_for(client, manifest).await?;
+        let existing = api
+            .get_opt(manifest.name())
+            .await
+            .map_err(|source| Error::Apply {
+                kind: manifest.kind().to_string(),
+                name: manifest.name().to_string(),
+                source: Box::new(source),
+            })?;
+        if existing.is_none() {
+            apply_with(&api, manifest).await?;
+            created += 1;
+        }
+    }
+    Ok(created)
+}
+
 async fn apply_one(client: &Client, manifest: &Manifest) -> Result<(), Error> {
+    let api = api_for(client, manifest).await?;
+    apply_with(&api, manifest).await
+}
+
+/// The API serving a manifest's kind, in its namespace (`default` when it names none).
+async fn api_for(client: &Client, manifest: &Manifest) -> Result<Api<DynamicObject>, Error> {
     let (group, version) = match manifest.api_version().split_once('/') {
         Some((group, version)) => (group, version),
         None => ("", manifest.api_version()),
@@ -272,6 +300,10 @@ async fn apply_one(client: &Client, manifest: &Manifest) -> Result<(), Error> {
         }
         kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
     };
+    Ok(api)
+}
+
+async fn apply_with(api: &Api<DynamicObject>, manifest: &Manifest) -> Result<(), Error> {
     let object: DynamicObject =
         serde_json::from_value(manifest.object.clone()).map_err(|source| Error::Decode {
             kind: manifest.kind().to_string(),

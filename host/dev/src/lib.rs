@@ -17,3 +17,4 @@
 pub mod capi;
 pub mod cluster;
 pub mod fleet;
+pub mod session;

@@ -1,0 +1,252 @@
+//! One dev session: everything `ingot dev` starts, in order, and stops again.
+//!
+//! The state directory holds the API server's store and kubeconfig (`apiserver/`) and the
+//! lab's disks and images (`lab/`). Starting again on the same directory resumes: objects
+//! already in the store are kept as they are (the example manifests only create what is
+//! missing), the lab's disks keep their contents and the image is generated only once.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::FutureExt;
+use ingot_lab::profile::Profile;
+use ingot_lab::{Credentials, Lab, LabConfig};
+use ingot_operator::fake::FakeBackend;
+use ingot_operator::runner::{self, RunConfig};
+use ingot_operator::state_machine::Settings;
+use serde_json::Value;
+
+use crate::cluster::{self, Manifest};
+use crate::{capi, fleet};
+
+/// Where the example BareMetalHosts and images expect the lab.
+pub const EXAMPLE_LAB_ADDRESS: &str = "127.0.0.1:8700";
+/// Where the example WasmPlugins expect the plugin components (an operator image's layout).
+pub const EXAMPLE_PLUGIN_DIR: &str = "/var/lib/ingot/plugins";
+/// BMC user name of the lab's machines, matching `examples/dev/00-bmc-credentials.yaml`.
+pub const LAB_USERNAME: &str = "admin";
+/// BMC password of the lab's machines, matching `examples/dev/00-bmc-credentials.yaml`.
+pub const LAB_PASSWORD: &str = "password";
+/// Base name of the OS image the lab serves (`<name>.raw`, `<name>.qcow2`).
+pub const IMAGE_NAME: &str = "lab-os";
+
+/// How a session is set up.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The state directory (created if missing; reused to resume).
+    pub state_dir: PathBuf,
+    /// The manifests applied on first start (`examples/dev`).
+    pub manifests: PathBuf,
+    /// Directory of the built plugin components (`<target>/wasm32-wasip2/plugin`).
+    pub plugin_dir: PathBuf,
+    /// Address of the API server.
+    pub api_listen: SocketAddr,
+    /// Address of the lab (Redfish BMCs, image server, control API).
+    pub lab_listen: SocketAddr,
+    /// Number of simulated machines.
+    pub machines: u32,
+    /// Size of the generated OS image, in MiB.
+    pub image_mib: u64,
+    /// Upper bound on the operator's retry and poll delays, so that the lab moves briskly.
+    pub max_requeue: Duration,
+    /// Address of the operator's health and metrics endpoints.
+    pub operator_endpoints: SocketAddr,
+}
+
+/// Failures starting a session.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The state directory could not be prepared.
+    #[error("cannot prepare the state directory {path}")]
+    StateDir {
+        /// Directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The API server did not start.
+    #[error("cannot start the API server")]
+    ApiServer(#[source] ingot_apiserver::StartError),
+    /// No client for the API server.
+    #[error("cannot connect to the API server")]
+    Client(#[source] ingot_apiserver::ClientError),
+    /// CRDs or manifests could not be applied.
+    #[error("cannot set up the cluster")]
+    Cluster(#[source] cluster::Error),
+    /// The lab did not start.
+    #[error("cannot start the lab")]
+    Lab(#[source] ingot_lab::Error),
+    /// The OS image could not be generated.
+    #[error("cannot generate the OS image in {dir}")]
+    Image {
+        /// Image directory.
+        dir: PathBuf,
+        /// Cause.
+        #[source]
+        source: ingot_lab::images::Error,
+    },
+    /// The operator stopped with an error.
+    #[error("the operator stopped")]
+    Operator(#[source] runner::RunError),
+    /// The fleet view could not write.
+    #[error("cannot write the fleet view")]
+    View(#[source] std::io::Error),
+}
+
+/// Prepares the state directory's layout.
+fn state_layout(state_dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
+    let apiserver = state_dir.join("apiserver");
+    let lab = state_dir.join("lab");
+    for dir in [&apiserver, &lab] {
+        std::fs::create_dir_all(dir).map_err(|source| Error::StateDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    Ok((apiserver, lab))
+}
+
+/// Runs a session until `shutdown` resolves, then stops everything.
+pub async fn run(
+    options: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let (apiserver_dir, lab_dir) = state_layout(&options.state_dir)?;
+    let server = cluster::api_server(&apiserver_dir)
+        .listen(options.api_listen)
+        .start()
+        .await
+        .map_err(Error::ApiServer)?;
+    println!("export KUBECONFIG={}", server.kubeconfig_path().display());
+    let client = server.client().await.map_err(Error::Client)?;
+    cluster::install_crds(&client)
+        .await
+        .map_err(Error::Cluster)?;
+
+    let lab = start_lab(&options, &lab_dir).await?;
+    let manifests = dev_manifests(&options, lab.url())?;
+    let created = cluster::create_missing(&client, &manifests)
+        .await
+        .map_err(Error::Cluster)?;
+    tracing::info!(
+        created,
+        kept = manifests.len() - created,
+        "example manifests applied"
+    );
+
+    let shutdown = shutdown.boxed().shared();
+    let operator = runner::run(
+        client.clone(),
+        FakeBackend::new(),
+        operator_config(&options),
+        shutdown.clone(),
+    );
+    let stand_in = capi::run(client.clone(), shutdown.clone());
+    let terminal = std::io::stdout().is_terminal();
+    let view = fleet::run(
+        client,
+        fleet::View::new(std::io::stdout(), terminal),
+        shutdown.clone(),
+    );
+    let (operator, (), view) = tokio::join!(operator, stand_in, view);
+
+    drop(lab);
+    server.shutdown().await;
+    operator.map_err(Error::Operator)?;
+    view.map_err(Error::View)
+}
+
+async fn start_lab(options: &Options, lab_dir: &Path) -> Result<Lab, Error> {
+    let config = LabConfig {
+        machines: options.machines,
+        profile: Profile::default(),
+        dir: lab_dir.to_path_buf(),
+        listen: options.lab_listen,
+        credentials: Credentials {
+            username: LAB_USERNAME.to_string(),
+            password: LAB_PASSWORD.to_string(),
+        },
+    };
+    let lab = Lab::start(config).await.map_err(Error::Lab)?;
+    let image = lab.image_dir().join(format!("{IMAGE_NAME}.raw"));
+    if !image.exists() {
+        tracing::info!(size_mib = options.image_mib, "generating the OS image");
+        ingot_lab::images::generate(lab.image_dir(), IMAGE_NAME, options.image_mib << 20).map_err(
+            |source| Error::Image {
+                dir: lab.image_dir().to_path_buf(),
+                source,
+            },
+        )?;
+    }
+    Ok(lab)
+}
+
+fn operator_config(options: &Options) -> RunConfig {
+    RunConfig {
+        identity: "ingot-dev".to_string(),
+        endpoints: options.operator_endpoints,
+        lease_namespace: None,
+        lease_duration: Duration::from_secs(15),
+        concurrency: 4,
+        settings: Settings::default(),
+        max_requeue: Some(options.max_requeue),
+    }
+}
+
+/// The example manifests, pointed at this session's lab and plugin directory.
+pub fn dev_manifests(options: &Options, lab_url: &str) -> Result<Vec<Manifest>, Error> {
+    let mut manifests = cluster::load_manifests(&options.manifests).map_err(Error::Cluster)?;
+    let lab_address = lab_url.trim_start_matches("http://");
+    let plugin_dir = options.plugin_dir.display().to_string();
+    for manifest in &mut manifests {
+        rewrite_strings(&mut manifest.object, &|text| {
+            text.replace(EXAMPLE_LAB_ADDRESS, lab_address)
+                .replace(EXAMPLE_PLUGIN_DIR, &plugin_dir)
+        });
+    }
+    Ok(manifests)
+}
+
+/// Applies `rewrite` to every string value in `value`.
+fn rewrite_strings(value: &mut Value, rewrite: &dyn Fn(&str) -> String) {
+    match value {
+        Value::String(text) => *text = rewrite(text),
+        Value::Array(items) => items.iter_mut().for_each(|v| rewrite_strings(v, rewrite)),
+        Value::Object(map) => map.values_mut().for_each(|v| rewrite_strings(v, rewrite)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn example_addresses_follow_the_session() {
+        let mut object = json!({"spec": {"bmc": {"address":
+            "redfish-virtualmedia+http://127.0.0.1:8700/redfish/v1/Systems/lab-0"},
+            "source": {"file": {"path": "/var/lib/ingot/plugins/ingot_plugin_redfish.wasm"}},
+            "list": ["http://127.0.0.1:8700/images/lab-os.raw", 3]}});
+        rewrite_strings(&mut object, &|text| {
+            text.replace(EXAMPLE_LAB_ADDRESS, "127.0.0.1:41000")
+                .replace(EXAMPLE_PLUGIN_DIR, "/repo/target/wasm32-wasip2/plugin")
+        });
+        assert_eq!(
+            object["spec"]["bmc"]["address"],
+            "redfish-virtualmedia+http://127.0.0.1:41000/redfish/v1/Systems/lab-0"
+        );
+        assert_eq!(
+            object["spec"]["source"]["file"]["path"],
+            "/repo/target/wasm32-wasip2/plugin/ingot_plugin_redfish.wasm"
+        );
+        assert_eq!(
+            object["spec"]["list"][0],
+            "http://127.0.0.1:41000/images/lab-os.raw"
+        );
+        assert_eq!(object["spec"]["list"][1], 3);
+    }
+}
