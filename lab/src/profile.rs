@@ -52,7 +52,7 @@ pub struct Profile {
     pub nics: Vec<NicProfile>,
     /// Disks.
     pub disks: Vec<DiskProfile>,
-    /// Seconds the machine takes to power on or off.
+    /// Milliseconds the machine takes to power on or off.
     #[serde(default = "default_power_delay_ms")]
     pub power_delay_ms: u64,
 }
@@ -300,5 +300,15 @@ mod tests {
             .unwrap_or_default();
 
         assert!(error.contains("disk sda has no size"), "{error}");
+    }
+
+    #[test]
+    fn the_shipped_example_profile_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/dell-r650.yaml");
+
+        let profile = Profile::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+
+        assert_eq!((profile.cpu.sockets, profile.disks.len()), (2, 2));
+        assert_eq!(profile.inventory(0, "x").cpu.count, 112);
     }
 }
