@@ -85,11 +85,24 @@ impl Api {
         let path = request.uri().path().trim_end_matches('/').to_string();
         let started = std::time::Instant::now();
         let method = request.method().clone();
+        let user_agent = request
+            .headers()
+            .get("user-agent")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         let response = match self.route(request, &path).await {
             Ok(response) => response,
             Err(err) => http::error(&err),
         };
-        tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+        tracing::debug!(
+            %method,
+            %path,
+            %user_agent,
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
         response
     }
 

@@ -108,6 +108,7 @@ pub fn replay(path: &Path) -> Result<Replayed, WalError> {
         path: path.to_path_buf(),
         source,
     };
+    let created = !path.exists();
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -115,6 +116,9 @@ pub fn replay(path: &Path) -> Result<Replayed, WalError> {
         .truncate(false)
         .open(path)
         .map_err(read_err)?;
+    if created {
+        sync_parent(path).map_err(read_err)?;
+    }
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(read_err)?;
 
@@ -135,6 +139,14 @@ pub fn replay(path: &Path) -> Result<Replayed, WalError> {
         file.sync_all().map_err(read_err)?;
     }
     Ok(replayed)
+}
+
+/// Makes a created or renamed file's directory entry durable.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => Ok(()),
+    }
 }
 
 /// The payload at `offset` and the next offset, or `None` at the end or at a torn record.
@@ -318,11 +330,7 @@ fn compact(path: &Path, owner: &Weak<dyn WalOwner>) -> Result<(File, u64), WalEr
     out.write_all(&buffer).map_err(WalError::Append)?;
     out.sync_all().map_err(WalError::Append)?;
     std::fs::rename(&temporary, path).map_err(WalError::Append)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(WalError::Append)?;
-    }
+    sync_parent(path).map_err(WalError::Append)?;
     tracing::info!(
         objects = objects.len(),
         bytes = buffer.len(),

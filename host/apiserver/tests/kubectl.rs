@@ -63,14 +63,48 @@ async fn json_of(kubectl: &Kubectl, args: &[&str]) -> Value {
     serde_json::from_str(&kubectl.ok(&full).await).expect("kubectl prints JSON")
 }
 
+/// Request log lines of the in-process servers, to see which kubectl the dispatcher ran.
+static REQUEST_LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        REQUEST_LOG
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::test]
 async fn version_reports_1_30() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("ingot_apiserver=debug")
+        .with_writer(|| LogSink)
+        .with_ansi(false)
+        .try_init();
     let server = TestServer::start().await;
     let Some(kubectl) = Kubectl::new(server.kubeconfig()) else {
         return;
     };
     let out = kubectl.ok(&["version"]).await;
     assert!(out.contains("Server Version: v1.30"), "{out}");
+    let log = String::from_utf8_lossy(
+        &REQUEST_LOG
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .into_owned();
+    assert!(
+        log.contains("user_agent=kubectl/v1.30"),
+        "the dispatcher did not run kubectl 1.30:\n{log}"
+    );
 }
 
 async fn api_resources_lists_widgets(server: TestServer) {
