@@ -23,7 +23,7 @@ use crate::eligibility::{Consumer, Wanted, state};
 use crate::hostspec::{Deployment, ReleaseOptions, ReleaseStep, deployment_patch, release_step};
 use crate::labels::LabelQuery;
 use crate::metal3machine::{
-    Context, Error, WAITING_FOR_AVAILABLE_HOST, WAITING_FOR_HOST_PROVISIONING,
+    Context, Error, WAITING_FOR_AVAILABLE_HOST, WAITING_FOR_HOST_PROVISIONING, bounded,
 };
 use crate::objects::{add_finalizer, remove_finalizer, write_status};
 
@@ -300,7 +300,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             claims_for_host(&host, &store)
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |object, ctx| async move { bounded(&ctx.clone(), reconcile(object, ctx)).await },
+            error_policy,
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
 }

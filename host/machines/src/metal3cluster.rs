@@ -14,7 +14,7 @@ use kube::runtime::{Controller, watcher};
 
 use crate::conditions::{self, Desired, Severity};
 use crate::hostspec::CLUSTER_NAME_LABEL;
-use crate::metal3machine::{Context, Error};
+use crate::metal3machine::{Context, Error, bounded};
 use crate::objects::{add_finalizer, remove_finalizer, write_status};
 
 /// Finalizer on every Metal3Cluster, released once its machines are gone.
@@ -145,7 +145,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             )
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |object, ctx| async move { bounded(&ctx.clone(), reconcile(object, ctx)).await },
+            error_policy,
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
 }

@@ -108,6 +108,9 @@ pub struct Settings {
     pub fast_track: bool,
     /// Reconciles running at once per controller.
     pub workers: u16,
+    /// Longest one reconcile may take before it is abandoned and retried, so that a request
+    /// the API server never answers cannot wedge an object.
+    pub reconcile_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -118,6 +121,7 @@ impl Default for Settings {
             retry: Duration::from_secs(5),
             fast_track: false,
             workers: 8,
+            reconcile_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -137,6 +141,20 @@ pub enum Error {
     /// The claim engine failed.
     #[error(transparent)]
     Claim(#[from] ClaimError),
+    /// The reconcile took longer than [`Settings::reconcile_timeout`].
+    #[error("the reconcile did not finish within {0:?}")]
+    TimedOut(Duration),
+}
+
+/// Runs `reconcile` under the context's reconcile timeout.
+pub async fn bounded(
+    ctx: &Context,
+    reconcile: impl Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    let limit = ctx.settings.reconcile_timeout;
+    tokio::time::timeout(limit, reconcile)
+        .await
+        .unwrap_or(Err(Error::TimedOut(limit)))
 }
 
 impl Error {
@@ -942,7 +960,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             move |cluster| machines_of_cluster(&cluster, &store),
         )
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |machine, ctx| async move { bounded(&ctx.clone(), reconcile(machine, ctx)).await },
+            error_policy,
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
 }

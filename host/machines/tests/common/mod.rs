@@ -59,6 +59,7 @@ pub fn quick_settings() -> Settings {
         retry: Duration::from_millis(100),
         fast_track: false,
         workers: 8,
+        reconcile_timeout: Duration::from_secs(10),
     }
 }
 
@@ -100,9 +101,7 @@ impl Lab {
     /// Starts one instance of the machine controllers (several instances race like several
     /// operator processes without leader election).
     pub async fn start_controllers(&mut self, selectors: Selectors, settings: Settings) {
-        let mut config = self.server.kube_config().await.expect("kube config");
-        config.read_timeout = Some(Duration::from_secs(10));
-        let client = Client::try_from(config).expect("client");
+        let client = self.server.client().await.expect("client");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(ingot_machines::run(
             client,
