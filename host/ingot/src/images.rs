@@ -29,13 +29,23 @@ enum ImagesCommand {
 
 /// Runs `ingot images`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let ImagesCommand::Generate { out, name, size_mib } = args.command;
+    let ImagesCommand::Generate {
+        out,
+        name,
+        size_mib,
+    } = args.command;
     std::fs::create_dir_all(&out)?;
     let images = ingot_lab::images::generate(&out, &name, size_mib << 20)?;
     for path in [&images.raw, &images.qcow2] {
         let digest = ingot_lab::images::file_digest(path, "sha256")?;
-        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        std::fs::write(out.join(format!("{file_name}.sha256sum")), format!("{digest}  {file_name}\n"))?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        std::fs::write(
+            out.join(format!("{file_name}.sha256sum")),
+            format!("{digest}  {file_name}\n"),
+        )?;
         println!("{}  sha256:{digest}", path.display());
     }
     Ok(ExitCode::SUCCESS)
