@@ -25,3 +25,4 @@ pub mod outcome;
 pub mod provisioner;
 pub mod runner;
 pub mod state_machine;
+pub mod webhook;
