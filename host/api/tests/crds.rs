@@ -36,9 +36,13 @@ fn every_crd_schema_is_structural() {
     );
 }
 
+/// Set `INGOT_WRITE_CRDS=1` to regenerate `crds/` from this test (same as `ingot crds`).
 #[test]
 fn checked_in_crds_are_up_to_date() {
     let dir = repo_crds_dir();
+    if std::env::var_os("INGOT_WRITE_CRDS").is_some() {
+        crds::write_all(&dir).expect("crds/ written");
+    }
     let mut stale = Vec::new();
     let mut expected_files = Vec::new();
     for crd in crds::all().expect("CRDs build") {
@@ -61,6 +65,6 @@ fn checked_in_crds_are_up_to_date() {
 
     assert!(
         stale.is_empty() && extra.is_empty(),
-        "crds/ is stale (run `cargo run -p ingot -- crds`): outdated {stale:?}, not generated {extra:?}"
+        "crds/ is stale (run `cargo run -p ingot -- crds`, or this test with INGOT_WRITE_CRDS=1): outdated {stale:?}, not generated {extra:?}"
     );
 }

@@ -17,6 +17,7 @@ use super::hardware::HardwareDetails;
     group = "metal3.io",
     version = "v1alpha1",
     kind = "BareMetalHost",
+    doc = "A physical machine managed through its BMC: power, inspection, RAID, firmware and provisioning of an image.",
     plural = "baremetalhosts",
     namespaced,
     status = "BareMetalHostStatus",

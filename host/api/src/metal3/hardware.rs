@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
     group = "metal3.io",
     version = "v1alpha1",
     kind = "HardwareData",
+    doc = "The hardware inventory found by inspecting the BareMetalHost of the same name.",
     plural = "hardwaredata",
     namespaced,
     shortname = "hd",

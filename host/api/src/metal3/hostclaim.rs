@@ -17,6 +17,7 @@ use crate::selector::HostSelector;
     group = "metal3.io",
     version = "v1alpha1",
     kind = "HostClaim",
+    doc = "A request for one BareMetalHost, chosen by labels or failure domain, and what it should run.",
     plural = "hostclaims",
     namespaced,
     status = "HostClaimStatus",
