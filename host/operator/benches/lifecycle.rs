@@ -89,7 +89,7 @@ async fn wait_all(
     wanted: ProvisioningState,
 ) -> Vec<Instant> {
     let mut reached: Vec<Option<Instant>> = vec![None; names.len()];
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while reached.iter().any(Option::is_none) {
         let list = hosts.list(&Default::default()).await.expect("list hosts");
         if Instant::now() > deadline {
@@ -187,6 +187,7 @@ async fn main() {
         "bench",
     );
     context.max_requeue = Some(Duration::from_millis(20));
+    context.reconcile_timeout = Duration::from_secs(5);
     let operator = tokio::spawn(controller::run(
         Arc::new(context),
         8,

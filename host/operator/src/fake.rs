@@ -53,6 +53,8 @@ pub enum Scripted {
     NeedsRegistration,
     /// Fail the call with a transient error carrying this text.
     Transient(String),
+    /// Never answer, like a BMC or plugin that hangs.
+    Hang,
 }
 
 impl Scripted {
@@ -262,13 +264,14 @@ impl FakeProvisioner {
     }
 
     /// Runs a call: a scripted answer wins, otherwise `work` does the default behaviour.
-    fn run(
+    async fn run(
         &self,
         call: Call,
         work: impl FnOnce(&mut FakeMachine) -> Progress,
     ) -> Result<Progress, ProvisionerError> {
         let name = call_name(&call);
         match self.begin(call) {
+            Some(Scripted::Hang) => std::future::pending().await,
             Some(scripted) => answer(name, scripted),
             None => Ok(self.machine(work)),
         }
@@ -291,6 +294,10 @@ fn answer(call: &'static str, scripted: Scripted) -> Result<Progress, Provisione
         Scripted::Transient(text) => Err(ProvisionerError::Call {
             call,
             source: text.into(),
+        }),
+        Scripted::Hang => Err(ProvisionerError::Rejected {
+            call,
+            message: "scripted to hang".into(),
         }),
     }
 }
@@ -332,19 +339,21 @@ pub fn sample_hardware() -> HardwareDetails {
 impl Provisioner for FakeProvisioner {
     async fn register(&self, request: &RegisterRequest) -> Result<Registration, ProvisionerError> {
         let password = self.host.credentials.password.clone();
-        let progress = self.run(Call::Register(request.clone()), |machine| {
-            if machine
-                .password
-                .as_ref()
-                .is_some_and(|expected| *expected != password)
-            {
-                return Progress::failed("BMC rejected the credentials: authentication failed");
-            }
-            machine.registered = true;
-            machine.deleted = false;
-            machine.detached = false;
-            Progress::Done
-        })?;
+        let progress = self
+            .run(Call::Register(request.clone()), |machine| {
+                if machine
+                    .password
+                    .as_ref()
+                    .is_some_and(|expected| *expected != password)
+                {
+                    return Progress::failed("BMC rejected the credentials: authentication failed");
+                }
+                machine.registered = true;
+                machine.deleted = false;
+                machine.detached = false;
+                Progress::Done
+            })
+            .await?;
         let provisioner_id =
             (progress == Progress::Done).then(|| format!("fake-{}", self.host.name));
         Ok(Registration {
@@ -355,10 +364,12 @@ impl Provisioner for FakeProvisioner {
 
     async fn inspect(&self, request: &InspectRequest) -> Result<Inspection, ProvisionerError> {
         self.require_registered()?;
-        let progress = self.run(Call::Inspect(request.clone()), |machine| {
-            machine.powered_on = false;
-            Progress::Done
-        })?;
+        let progress = self
+            .run(Call::Inspect(request.clone()), |machine| {
+                machine.powered_on = false;
+                Progress::Done
+            })
+            .await?;
         let details = (progress == Progress::Done).then(sample_hardware);
         Ok(Inspection {
             started: !matches!(progress, Progress::Failed { .. }),
@@ -378,11 +389,14 @@ impl Provisioner for FakeProvisioner {
     async fn adopt(&self, request: &AdoptRequest) -> Result<Progress, ProvisionerError> {
         self.require_registered()?;
         self.run(Call::Adopt(request.clone()), |_| Progress::Done)
+            .await
     }
 
     async fn prepare(&self, request: &PrepareRequest) -> Result<Preparation, ProvisionerError> {
         self.require_registered()?;
-        let progress = self.run(Call::Prepare(request.clone()), |_| Progress::Done)?;
+        let progress = self
+            .run(Call::Prepare(request.clone()), |_| Progress::Done)
+            .await?;
         Ok(Preparation {
             progress,
             started: request.unprepared,
@@ -392,14 +406,16 @@ impl Provisioner for FakeProvisioner {
     async fn provision(&self, request: &ProvisionRequest) -> Result<Progress, ProvisionerError> {
         self.require_registered()?;
         let url = request.image.as_ref().map(|image| image.url.clone());
-        let progress = self.run(Call::Provision(request.clone()), |machine| {
-            if machine.image != url {
-                machine.image = url;
-                machine.image_writes += 1;
-            }
-            machine.powered_on = true;
-            Progress::Done
-        })?;
+        let progress = self
+            .run(Call::Provision(request.clone()), |machine| {
+                if machine.image != url {
+                    machine.image = url;
+                    machine.image_writes += 1;
+                }
+                machine.powered_on = true;
+                Progress::Done
+            })
+            .await?;
         if progress == Progress::Done {
             self.events
                 .normal("ProvisioningComplete", "Image provisioning completed");
@@ -417,6 +433,7 @@ impl Provisioner for FakeProvisioner {
             machine.powered_on = false;
             Progress::Done
         })
+        .await
     }
 
     async fn delete(&self) -> Result<Progress, ProvisionerError> {
@@ -425,6 +442,7 @@ impl Provisioner for FakeProvisioner {
             machine.deleted = true;
             Progress::Done
         })
+        .await
     }
 
     async fn detach(&self, force: bool) -> Result<Progress, ProvisionerError> {
@@ -433,14 +451,17 @@ impl Provisioner for FakeProvisioner {
             machine.detached = true;
             Progress::Done
         })
+        .await
     }
 
     async fn power_on(&self, request: &PowerOnRequest) -> Result<Progress, ProvisionerError> {
         self.require_registered()?;
-        let progress = self.run(Call::PowerOn(*request), |machine| {
-            machine.powered_on = true;
-            Progress::Done
-        })?;
+        let progress = self
+            .run(Call::PowerOn(*request), |machine| {
+                machine.powered_on = true;
+                Progress::Done
+            })
+            .await?;
         if progress == Progress::Done {
             self.events.normal("PowerOn", "Host powered on");
         }
@@ -450,14 +471,16 @@ impl Provisioner for FakeProvisioner {
     async fn power_off(&self, request: &PowerOffRequest) -> Result<Progress, ProvisionerError> {
         self.require_registered()?;
         let reboot = request.reboot_instead;
-        let progress = self.run(Call::PowerOff(*request), |machine| {
-            if reboot {
-                machine.reboots += 1;
-            } else {
-                machine.powered_on = false;
-            }
-            Progress::Done
-        })?;
+        let progress = self
+            .run(Call::PowerOff(*request), |machine| {
+                if reboot {
+                    machine.reboots += 1;
+                } else {
+                    machine.powered_on = false;
+                }
+                Progress::Done
+            })
+            .await?;
         if progress == Progress::Done {
             self.events.normal("PowerOff", "Host powered off");
         }

@@ -80,6 +80,7 @@ impl Cluster {
             "test",
         );
         context.max_requeue = Some(Duration::from_millis(300));
+        context.reconcile_timeout = Duration::from_secs(2);
         let (stop, stopped) = oneshot::channel::<()>();
         self.stop = Some(stop);
         self.controller = Some(tokio::spawn(controller::run(
@@ -1071,5 +1072,27 @@ async fn each_reboot_annotation_cycles_power_as_upstream() {
             .iter()
             .any(|reason| reason == "PowerManagementError")
     );
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_hardware_call_is_abandoned_and_retried() {
+    let cluster = Cluster::start().await;
+    cluster
+        .backend
+        .script(NAMESPACE, "hung", Method::Inspect, [Scripted::Hang]);
+    cluster.host_with_secret("hung", json!({})).await;
+
+    cluster
+        .wait_for_state("hung", ProvisioningState::Available)
+        .await;
+    let inspections = cluster
+        .backend
+        .machine(NAMESPACE, "hung")
+        .calls
+        .iter()
+        .filter(|call| call.method() == Some(Method::Inspect))
+        .count();
+    assert_eq!(inspections, 2, "the hung call was given up and made again");
     cluster.stop().await;
 }

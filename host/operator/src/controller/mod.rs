@@ -59,6 +59,10 @@ const PROVISIONER_NOT_READY_DELAY: Duration = Duration::from_secs(30);
 /// How long to wait after a write lost a race with another writer.
 const CONFLICT_DELAY: Duration = Duration::from_millis(200);
 
+/// How long one reconcile may take by default. Every provisioner call returns promptly by
+/// contract, so only a hung call can get near this.
+pub const DEFAULT_RECONCILE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long to wait after a transient failure.
 const ERROR_DELAY: Duration = Duration::from_secs(5);
 
@@ -81,6 +85,10 @@ pub enum Error {
     /// The host object has no namespace.
     #[error("the host has no namespace")]
     MissingNamespace,
+    /// The reconcile did not finish in time (a hung BMC, plugin or API call); it is abandoned
+    /// so that it does not hold a worker, and retried.
+    #[error("the reconcile took longer than {0:?}")]
+    Timeout(Duration),
     /// An object could not be encoded.
     #[error("cannot encode {what}")]
     Encode {
@@ -115,6 +123,8 @@ pub struct Context<F: ProvisionerFactory> {
     pub metrics: Arc<Metrics>,
     /// Publishes Kubernetes events.
     pub recorder: Recorder,
+    /// How long one reconcile may take before it is abandoned and retried.
+    pub reconcile_timeout: Duration,
     /// The longest a host waits before it is looked at again, whatever its step asked for.
     /// Used by the lab and tests to compress minutes of polling and backoff into moments.
     pub max_requeue: Option<Duration>,
@@ -140,6 +150,7 @@ impl<F: ProvisionerFactory> Context<F> {
             settings,
             metrics,
             recorder,
+            reconcile_timeout: DEFAULT_RECONCILE_TIMEOUT,
             max_requeue: None,
         }
     }
@@ -233,7 +244,13 @@ async fn reconcile<F: ProvisionerFactory>(
     let started = Instant::now();
     let key = host_key(&host);
     let span = tracing::info_span!("reconcile", host = %key);
-    let result = reconcile_host(&host, &context).instrument(span).await;
+    let timeout = context.reconcile_timeout;
+    let result =
+        match tokio::time::timeout(timeout, reconcile_host(&host, &context).instrument(span)).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(timeout)),
+        };
     context.metrics.observe_reconcile(started.elapsed());
     result.map(|next| context.action(next))
 }
