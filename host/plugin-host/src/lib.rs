@@ -3,6 +3,7 @@ pub mod bindings;
 pub mod bmc;
 pub mod cache;
 pub mod calls;
+pub mod drivers;
 pub mod error;
 pub mod guard;
 pub mod inspect;
