@@ -576,15 +576,15 @@ fn classify(
             detail: denial.detail,
         });
 
-    match result {
-        Err(error) => match error.downcast_ref::<Trap>() {
+    match (result, denied) {
+        (Err(error), denied) => match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Err(timeout(plugin)),
             Some(_) => Err(crashed(plugin, output, &error)),
             None => Err(denied.unwrap_or_else(|| crashed(plugin, output, &error))),
         },
-        Ok(_) if denied.is_some() => Err(denied.unwrap_or_else(|| timeout(plugin))),
-        Ok(Ok(reply)) => Ok(reply),
-        Ok(Err(error)) => Err(CallError::Domain {
+        (Ok(_), Some(denied)) => Err(denied),
+        (Ok(Ok(reply)), None) => Ok(reply),
+        (Ok(Err(error)), None) => Err(CallError::Domain {
             plugin: name,
             error,
         }),

@@ -275,3 +275,54 @@ async fn responses_are_size_capped() {
         "{answer:?}"
     );
 }
+
+fn tls_address(port: u16, disable_certificate_verification: bool) -> BmcAddress {
+    BmcAddress {
+        scheme: "redfish".into(),
+        disable_certificate_verification,
+        ..address(port)
+    }
+}
+
+async fn get_over_tls(
+    transports: &Transports,
+    address: &BmcAddress,
+) -> Result<u16, TransportError> {
+    let target = HttpTarget::from_address(address);
+    let credentials = BmcCredentials::new("admin", "pw");
+    let answer = call(transports, &target, &credentials)
+        .send(request("GET", "/redfish/v1/", "", Credentials::Basic))
+        .await
+        .expect("allowed");
+    answer.map(|response| response.status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_certificates_are_verified_unless_the_address_says_otherwise() {
+    let (bmc, pem) = FakeBmc::start_tls(200, "{}").await;
+    let transports = Transports::new(&[]).expect("transports");
+
+    let verified = get_over_tls(&transports, &tls_address(bmc.port, false)).await;
+    assert!(
+        matches!(
+            verified,
+            Err(TransportError::Tls(_)) | Err(TransportError::Connect(_))
+        ),
+        "{verified:?}"
+    );
+    assert!(
+        bmc.requests().is_empty(),
+        "no request over an unverified connection"
+    );
+
+    let unverified = get_over_tls(&transports, &tls_address(bmc.port, true)).await;
+    assert_eq!(unverified, Ok(200));
+
+    let site_ca = reqwest::Certificate::from_pem(pem.as_bytes()).expect("certificate");
+    let trusting = Transports::new(&[site_ca]).expect("transports");
+    assert_eq!(
+        get_over_tls(&trusting, &tls_address(bmc.port, false)).await,
+        Ok(200),
+        "a trusted root verifies"
+    );
+}

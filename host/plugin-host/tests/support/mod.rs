@@ -184,10 +184,39 @@ impl Drop for FakeBmc {
 }
 
 impl FakeBmc {
-    /// Starts a server answering `status` with `headers` and `body`.
+    /// Starts a plain-HTTP server answering `status` with `headers` and `body`.
     pub async fn start(status: u16, headers: Vec<(String, String)>, body: &str) -> Self {
+        Self::serve(None, response(status, &headers, body)).await
+    }
+
+    /// Starts an HTTPS server with a self-signed certificate for 127.0.0.1;
+    /// also returns the certificate (PEM) so a client can be told to trust it.
+    pub async fn start_tls(status: u16, body: &str) -> (Self, String) {
+        let certified = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+        ])
+        .expect("self-signed certificate");
+        let pem = certified.cert.pem();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+
+        (
+            Self::serve(Some(acceptor), response(status, &[], body)).await,
+            pem,
+        )
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>, response: String) -> Self {
         use std::sync::atomic::Ordering;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -195,40 +224,21 @@ impl FakeBmc {
         let port = listener.local_addr().expect("address").port();
         let received = Arc::new(std::sync::Mutex::new(Vec::new()));
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let response = {
-            let extra: String = headers
-                .iter()
-                .map(|(name, value)| format!("{name}: {value}\r\n"))
-                .collect();
-            format!(
-                "HTTP/1.1 {status} OK\r\ncontent-length: {}\r\nconnection: close\r\n{extra}\r\n{body}",
-                body.len()
-            )
-        };
 
         let (log, count) = (received.clone(), connections.clone());
         let task = tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
+            while let Ok((stream, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
-                let mut buffer = Vec::new();
-                let mut chunk = [0_u8; 4096];
-
-                let request = loop {
-                    let Ok(read) = stream.read(&mut chunk).await else {
-                        break None;
-                    };
-                    if read == 0 {
-                        break None;
-                    }
-                    buffer.extend_from_slice(&chunk[..read]);
-                    if let Some(request) = parse(&buffer) {
-                        break Some(request);
-                    }
+                let request = match &tls {
+                    None => exchange(stream, &response).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => exchange(stream, &response).await,
+                        Err(_) => None,
+                    },
                 };
 
                 if let Some(request) = request {
                     log.lock().expect("log").push(request);
-                    let _ = stream.write_all(response.as_bytes()).await;
                 }
             }
         });
@@ -245,6 +255,43 @@ impl FakeBmc {
     pub fn requests(&self) -> Vec<Received> {
         self.received.lock().expect("log").clone()
     }
+}
+
+fn response(status: u16, headers: &[(String, String)], body: &str) -> String {
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    format!(
+        "HTTP/1.1 {status} OK\r\ncontent-length: {}\r\nconnection: close\r\n{extra}\r\n{body}",
+        body.len()
+    )
+}
+
+/// Reads one request and writes the response.
+async fn exchange<S>(mut stream: S, response: &str) -> Option<Received>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut buffer = Vec::new();
+    let mut chunk = [0_u8; 4096];
+
+    let request = loop {
+        let read = stream.read(&mut chunk).await.ok()?;
+        if read == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+        if let Some(request) = parse(&buffer) {
+            break request;
+        }
+    };
+
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+    Some(request)
 }
 
 fn parse(buffer: &[u8]) -> Option<Received> {
