@@ -23,6 +23,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Map, Value, json};
 
 use crate::eligibility::{Consumer, FAILURE_DOMAIN_LABEL, NODE_REUSE_LABEL, Sorted, Wanted, state};
+use crate::hostspec::{ReleaseOptions, ReleaseStep, release_step};
 use crate::selection::{Candidate, SelectionError, SelectionRequest, Selectors};
 
 /// Field manager of every write the machine loop makes.
@@ -57,6 +58,28 @@ pub enum ClaimError {
     /// The selector gave no ranking.
     #[error(transparent)]
     Select(#[from] SelectionError),
+    /// Writing a release step on the host failed.
+    #[error("releasing BareMetalHost {namespace}/{host} failed")]
+    WriteRelease {
+        /// Namespace.
+        namespace: String,
+        /// Host name.
+        host: String,
+        /// Client error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// How a release stands, for the consumer's finalizer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Releasing {
+    /// No host names the consumer any more: its finalizer may go.
+    Done,
+    /// The host changed while a step was written; look again at once.
+    Retry,
+    /// The host is being cleaned; the text says which and how far.
+    Waiting(String),
 }
 
 /// What a consumer asks the engine for.
@@ -176,6 +199,44 @@ impl ClaimEngine {
         }
     }
 
+    /// Takes one release step for the host `consumer` holds (see [`crate::hostspec`]).
+    pub async fn release(
+        &self,
+        consumer: &Consumer,
+        options: &ReleaseOptions,
+    ) -> Result<Releasing, ClaimError> {
+        let Some(host) = self.held(consumer).await? else {
+            return Ok(Releasing::Done);
+        };
+        let name = host.name_any();
+
+        let (patch, step) = release_step(&host, consumer, options);
+        if let Some(patch) = patch {
+            let written =
+                self.write(&host, &patch)
+                    .await
+                    .map_err(|source| ClaimError::WriteRelease {
+                        namespace: consumer.namespace.clone(),
+                        host: name.clone(),
+                        source,
+                    })?;
+            if written.is_none() {
+                return Ok(Releasing::Retry);
+            }
+        }
+
+        Ok(match step {
+            ReleaseStep::Released => {
+                tracing::info!(%consumer, host = %name, "released host");
+                Releasing::Done
+            }
+            ReleaseStep::Cleared => Releasing::Waiting(format!("clearing host {name}")),
+            ReleaseStep::Waiting(state) => Releasing::Waiting(format!(
+                "waiting for host {name} to be deprovisioned (now {state:?})"
+            )),
+        })
+    }
+
     async fn list(&self, namespace: &str) -> Result<Vec<BareMetalHost>, ClaimError> {
         let listed = self.hosts(namespace).list(&ListParams::default()).await;
 
@@ -235,6 +296,40 @@ impl ClaimEngine {
             }),
         }
     }
+}
+
+/// Which consumers of kind `K` a host event concerns: the one its `consumerRef` names; for a
+/// free, available host, every consumer of its namespace that `waiting` says holds no host
+/// yet (so a freed host is taken at once instead of at the next periodic look).
+pub fn consumers_to_wake<K>(
+    host: &BareMetalHost,
+    store: &kube::runtime::reflector::Store<K>,
+    waiting: impl Fn(&K) -> bool,
+) -> Vec<kube::runtime::reflector::ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let namespace = host.namespace().unwrap_or_default();
+    if let Some(reference) = &host.spec.consumer_ref {
+        let ours = reference.kind.as_deref() == Some(K::kind(&()).as_ref());
+        return reference
+            .name
+            .iter()
+            .filter(|_| ours)
+            .map(|name| kube::runtime::reflector::ObjectRef::new(name).within(&namespace))
+            .collect();
+    }
+    if !crate::eligibility::is_available(host) {
+        return Vec::new();
+    }
+
+    store
+        .state()
+        .iter()
+        .filter(|consumer| consumer.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|consumer| waiting(consumer))
+        .map(|consumer| kube::runtime::reflector::ObjectRef::from_obj(consumer.as_ref()))
+        .collect()
 }
 
 /// Parameters of every patch the machine loop sends.

@@ -13,14 +13,13 @@ use ingot_api::metal3::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Resource, ResourceExt};
 
-use crate::claim::{Claim, ClaimRequest};
+use crate::claim::{Claim, ClaimRequest, Releasing, consumers_to_wake};
 use crate::conditions::{self, Desired, Severity};
 use crate::eligibility::{Consumer, Wanted, state};
-use crate::hostspec::{Deployment, ReleaseOptions, ReleaseStep, deployment_patch, release_step};
+use crate::hostspec::{Deployment, ReleaseOptions, deployment_patch};
 use crate::labels::LabelQuery;
 use crate::metal3machine::{
     Context, Error, WAITING_FOR_AVAILABLE_HOST, WAITING_FOR_HOST_PROVISIONING, bounded,
@@ -244,29 +243,14 @@ async fn delete(mut pass: Pass, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
 
-    if let Some(host) = ctx.engine.held(&pass.consumer).await? {
-        let options = ReleaseOptions {
-            fast_track: ctx.settings.fast_track,
-            reuse: None,
-        };
-        let (patch, step) = release_step(&host, &pass.consumer, &options);
-        if let Some(patch) = patch
-            && ctx
-                .engine
-                .write(&host, &patch)
-                .await
-                .map_err(api_error("releasing the host"))?
-                .is_none()
-        {
-            return Ok(Action::requeue(ctx.settings.retry));
-        }
-
-        if step != ReleaseStep::Released {
-            let message = format!(
-                "waiting for host {} to be deprovisioned (now {:?})",
-                host.name_any(),
-                state(&host)
-            );
+    let options = ReleaseOptions {
+        fast_track: ctx.settings.fast_track,
+        reuse: None,
+    };
+    match ctx.engine.release(&pass.consumer, &options).await? {
+        Releasing::Done => {}
+        Releasing::Retry => return Ok(Action::requeue(ctx.settings.retry)),
+        Releasing::Waiting(message) => {
             pass.condition(&Desired::not(READY, DELETING, Severity::Info, message));
             return pass.finish(Action::requeue(ctx.settings.poll_host)).await;
         }
@@ -297,7 +281,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 
     controller
         .watches(hosts, watcher::Config::default(), move |host| {
-            claims_for_host(&host, &store)
+            consumers_to_wake(&host, &store, |claim: &HostClaim| {
+                claim
+                    .status
+                    .as_ref()
+                    .is_none_or(|status| status.bare_metal_host.is_none())
+            })
         })
         .graceful_shutdown_on(shutdown)
         .run(
@@ -307,38 +296,4 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         )
         .for_each(|_| async {})
         .await;
-}
-
-/// The claim named in a host's `consumerRef`; for a free, available host, every claim of its
-/// namespace still waiting for one.
-fn claims_for_host(
-    host: &BareMetalHost,
-    store: &kube::runtime::reflector::Store<HostClaim>,
-) -> Vec<ObjectRef<HostClaim>> {
-    let namespace = host.namespace().unwrap_or_default();
-    if let Some(reference) = &host.spec.consumer_ref {
-        let ours = reference.kind.as_deref() == Some("HostClaim");
-        return reference
-            .name
-            .iter()
-            .filter(|_| ours)
-            .map(|name| ObjectRef::new(name).within(&namespace))
-            .collect();
-    }
-    if !crate::eligibility::is_available(host) {
-        return Vec::new();
-    }
-
-    store
-        .state()
-        .iter()
-        .filter(|claim| claim.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|claim| {
-            claim
-                .status
-                .as_ref()
-                .is_none_or(|status| status.bare_metal_host.is_none())
-        })
-        .map(|claim| ObjectRef::from_obj(claim.as_ref()))
-        .collect()
 }

@@ -42,12 +42,14 @@ use kube::runtime::{Controller, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::claim::{Claim, ClaimEngine, ClaimError, ClaimRequest, patch_params};
+use crate::claim::{
+    Claim, ClaimEngine, ClaimError, ClaimRequest, Releasing, consumers_to_wake, patch_params,
+};
 use crate::conditions::{self, Desired, Severity};
 use crate::eligibility::{Consumer, PAUSED_ANNOTATION, Wanted, state};
 use crate::hostspec::{
-    CLUSTER_NAME_LABEL, Deployment, PAUSED_BY_MACHINE_LOOP, ReleaseOptions, ReleaseStep,
-    Reservation, deployment_patch, release_step,
+    CLUSTER_NAME_LABEL, Deployment, PAUSED_BY_MACHINE_LOOP, ReleaseOptions, Reservation,
+    deployment_patch,
 };
 use crate::labels::{LabelQuery, SelectorError};
 use crate::objects::{add_finalizer, remove_finalizer, write_status};
@@ -189,6 +191,19 @@ struct Pass {
 }
 
 impl Pass {
+    /// Merge-patches the Metal3Machine itself (spec or metadata, never status).
+    async fn patch(&self, patch: &serde_json::Value, action: &'static str) -> Result<(), Error> {
+        self.api
+            .patch(
+                &self.machine.name_any(),
+                &patch_params(),
+                &Patch::Merge(patch),
+            )
+            .await
+            .map_err(api_error(action))
+            .map(drop)
+    }
+
     fn condition(&mut self, desired: Desired) {
         conditions::set_v1beta1(&mut self.status.conditions, &desired);
     }
@@ -286,7 +301,6 @@ pub async fn reconcile(machine: Arc<Metal3Machine>, ctx: Arc<Context>) -> Result
         &Desired::not(PAUSED, "NotPaused", Severity::Info, ""),
         pass.machine.metadata.generation,
     );
-    unpause_host(&pass, &cluster, &ctx).await?;
 
     add_finalizer(&pass.api, pass.machine.as_ref(), FINALIZER)
         .await
@@ -322,6 +336,9 @@ async fn normal(
     };
     pass.condition(Desired::ok(ASSOCIATE_BMH));
     record_host(&pass, &host).await?;
+    let Some(host) = unpause_host(host, cluster, ctx).await? else {
+        return pass.finish(Action::requeue(ctx.settings.retry)).await;
+    };
 
     let Some(host) = deploy(&pass, host, ctx).await? else {
         return pass.finish(Action::requeue(ctx.settings.retry)).await;
@@ -430,15 +447,13 @@ async fn pause_host(host: &BareMetalHost, ctx: &Context) -> Result<(), Error> {
         .map(drop)
 }
 
-/// Lifts a pause this loop set on the held host, when the host still serves this cluster.
-async fn unpause_host(pass: &Pass, cluster: &Cluster, ctx: &Context) -> Result<(), Error> {
-    if !pass.machine.annotations().contains_key(HOST_ANNOTATION) {
-        return Ok(());
-    }
-    let Some(host) = ctx.engine.held(&pass.consumer).await? else {
-        return Ok(());
-    };
-
+/// Lifts a pause this loop set on the held host, when the host still serves this cluster;
+/// `None` when the host changed meanwhile.
+async fn unpause_host(
+    host: BareMetalHost,
+    cluster: &Cluster,
+    ctx: &Context,
+) -> Result<Option<BareMetalHost>, Error> {
     let paused_by_us = host
         .annotations()
         .get(PAUSED_ANNOTATION)
@@ -446,7 +461,7 @@ async fn unpause_host(pass: &Pass, cluster: &Cluster, ctx: &Context) -> Result<(
         == Some(PAUSED_BY_MACHINE_LOOP);
     let same_cluster = host.labels().get(CLUSTER_NAME_LABEL) == Some(&cluster.name_any());
     if !(paused_by_us && same_cluster) {
-        return Ok(());
+        return Ok(Some(host));
     }
 
     let patch = json!({
@@ -459,7 +474,6 @@ async fn unpause_host(pass: &Pass, cluster: &Cluster, ctx: &Context) -> Result<(
         .write(&host, &patch)
         .await
         .map_err(api_error("unpausing the host"))
-        .map(drop)
 }
 
 async fn copy_failure_domain(pass: &Pass, owner: &Machine) -> Result<(), Error> {
@@ -470,15 +484,7 @@ async fn copy_failure_domain(pass: &Pass, owner: &Machine) -> Result<(), Error> 
     }
 
     let patch = json!({ "spec": { "failureDomain": owner.spec.failure_domain } });
-    pass.api
-        .patch(
-            &pass.machine.name_any(),
-            &patch_params(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(api_error("copying the failure domain"))
-        .map(drop)
+    pass.patch(&patch, "copying the failure domain").await
 }
 
 /// Checks what no amount of waiting can fix.
@@ -669,15 +675,8 @@ async fn record_host(pass: &Pass, host: &BareMetalHost) -> Result<(), Error> {
     }
 
     let patch = json!({ "metadata": { "annotations": { HOST_ANNOTATION: value } } });
-    pass.api
-        .patch(
-            &pass.machine.name_any(),
-            &patch_params(),
-            &Patch::Merge(&patch),
-        )
+    pass.patch(&patch, "recording the host on the Metal3Machine")
         .await
-        .map_err(api_error("recording the host on the Metal3Machine"))
-        .map(drop)
 }
 
 /// Brings the host's spec to what the machine wants; `None` when the host changed meanwhile.
@@ -774,15 +773,7 @@ async fn set_provider_id(pass: &Pass, host: &BareMetalHost) -> Result<(), Error>
     }
 
     let patch = json!({ "spec": { "providerID": id } });
-    pass.api
-        .patch(
-            &pass.machine.name_any(),
-            &patch_params(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(api_error("setting the provider ID"))
-        .map(drop)
+    pass.patch(&patch, "setting the provider ID").await
 }
 
 /// The host's inspected hardware: its HardwareData, else the copy in its status.
@@ -839,30 +830,16 @@ async fn delete(mut pass: Pass, ctx: &Context) -> Result<Action, Error> {
     {
         return Ok(Action::await_change());
     }
+    // A paused cluster is being moved: deleting its objects here must not wipe the hosts.
+    if cluster_paused_by_label(&pass, ctx).await? {
+        return Ok(Action::requeue(ctx.settings.wait_for_host));
+    }
 
-    if let Some(host) = ctx.engine.held(&pass.consumer).await? {
-        let options = release_options(&pass, ctx).await?;
-        let (patch, step) = release_step(&host, &pass.consumer, &options);
-        if let Some(patch) = patch
-            && ctx
-                .engine
-                .write(&host, &patch)
-                .await
-                .map_err(api_error("releasing the host"))?
-                .is_none()
-        {
-            return Ok(Action::requeue(ctx.settings.retry));
-        }
-
-        let wait = match step {
-            ReleaseStep::Released => None,
-            ReleaseStep::Cleared => Some(format!("clearing host {}", host.name_any())),
-            ReleaseStep::Waiting(state) => Some(format!(
-                "waiting for host {} to be deprovisioned (now {state:?})",
-                host.name_any()
-            )),
-        };
-        if let Some(message) = wait {
+    let options = release_options(&pass, ctx).await?;
+    match ctx.engine.release(&pass.consumer, &options).await? {
+        Releasing::Done => {}
+        Releasing::Retry => return Ok(Action::requeue(ctx.settings.retry)),
+        Releasing::Waiting(message) => {
             pass.condition(Desired::not(
                 ASSOCIATE_BMH,
                 DELETING,
@@ -872,13 +849,25 @@ async fn delete(mut pass: Pass, ctx: &Context) -> Result<Action, Error> {
             pass.status.phase = Some("Deleting".to_owned());
             return pass.finish(Action::requeue(ctx.settings.poll_host)).await;
         }
-        tracing::info!(machine = %pass.consumer, host = %host.name_any(), "released host");
     }
 
     remove_finalizer(&pass.api, pass.machine.as_ref(), FINALIZER)
         .await
         .map_err(api_error("removing the Metal3Machine finalizer"))?;
     Ok(Action::await_change())
+}
+
+async fn cluster_paused_by_label(pass: &Pass, ctx: &Context) -> Result<bool, Error> {
+    let Some(name) = pass.machine.labels().get(CLUSTER_NAME_LABEL) else {
+        return Ok(false);
+    };
+
+    let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), &pass.namespace);
+    let cluster = clusters
+        .get_opt(name)
+        .await
+        .map_err(api_error("reading the Cluster"))?;
+    Ok(cluster.is_some_and(|cluster| cluster.spec.paused == Some(true)))
 }
 
 /// Node reuse applies when the machine's template asks for it and its cluster stays.
@@ -947,7 +936,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .watches(
             Api::<BareMetalHost>::all(client.clone()),
             watcher::Config::default(),
-            move |host| machines_for_host(&host, &waiting_store),
+            move |host| {
+                consumers_to_wake(&host, &waiting_store, |machine: &Metal3Machine| {
+                    !machine.annotations().contains_key(HOST_ANNOTATION)
+                })
+            },
         )
         .watches(
             Api::<Machine>::all(client.clone()),
@@ -970,32 +963,6 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 }
 
 type MachineStore = kube::runtime::reflector::Store<Metal3Machine>;
-
-/// The machine named in a host's `consumerRef`; for a free, available host, every machine of
-/// its namespace still waiting for one.
-fn machines_for_host(host: &BareMetalHost, store: &MachineStore) -> Vec<ObjectRef<Metal3Machine>> {
-    let namespace = host.namespace().unwrap_or_default();
-    if let Some(reference) = &host.spec.consumer_ref {
-        let ours = reference.kind.as_deref() == Some("Metal3Machine");
-        return reference
-            .name
-            .iter()
-            .filter(|_| ours)
-            .map(|name| ObjectRef::new(name).within(&namespace))
-            .collect();
-    }
-    if !crate::eligibility::is_available(host) {
-        return Vec::new();
-    }
-
-    store
-        .state()
-        .iter()
-        .filter(|machine| machine.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|machine| !machine.annotations().contains_key(HOST_ANNOTATION))
-        .map(|machine| ObjectRef::from_obj(machine.as_ref()))
-        .collect()
-}
 
 fn infrastructure_of(machine: &Machine) -> Option<ObjectRef<Metal3Machine>> {
     let reference = &machine.spec.infrastructure_ref;

@@ -21,6 +21,7 @@ async fn fifty_machines_racing_for_twenty_hosts_never_double_book() {
     // Freed hosts wake waiting machines at once; the periodic look is only a fallback.
     let settings = ingot_machines::Settings {
         wait_for_host: std::time::Duration::from_secs(3),
+        poll_host: std::time::Duration::from_secs(2),
         ..quick_settings()
     };
     for _ in 0..3 {

@@ -151,6 +151,18 @@ impl Lab {
         Api::namespaced(self.client.clone(), NAMESPACE)
     }
 
+    /// Gives host `name` inspected hardware of `cpus` CPUs and `ram_gib` GiB of memory.
+    pub async fn host_size(&self, name: &str, cpus: i64, ram_gib: i64) {
+        let status = json!({ "status": { "hardware": {
+            "cpu": { "arch": "x86_64", "model": "lab", "count": cpus },
+            "ramMebibytes": ram_gib * 1024,
+        }}});
+        self.hosts()
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("host size");
+    }
+
     /// Creates `count` available hosts `host-00`, `host-01`, ... with inspected hardware;
     /// `labels` gives extra labels per host index.
     pub async fn hosts_available(
