@@ -1,5 +1,9 @@
 //! One dev session: everything `ingot dev` starts, in order, and stops again.
 //!
+//! Order: API server → CRDs → lab (BMCs, image server, OS image) → example manifests →
+//! operator, Metal3Machine controllers, Cluster API stand-in and the fleet view, all stopped
+//! by the same shutdown signal.
+//!
 //! The state directory holds the API server's store and kubeconfig (`apiserver/`) and the
 //! lab's disks and images (`lab/`). Starting again on the same directory resumes: objects
 //! already in the store are kept as they are (the example manifests only create what is
@@ -8,11 +12,13 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
 use ingot_lab::profile::Profile;
 use ingot_lab::{Credentials, Lab, LabConfig};
+use ingot_machines::selection::{DefaultSelector, Selectors};
 use ingot_operator::fake::FakeBackend;
 use ingot_operator::runner::{self, RunConfig};
 use ingot_operator::state_machine::Settings;
@@ -23,6 +29,10 @@ use crate::{capi, fleet};
 
 /// Where the example BareMetalHosts and images expect the lab.
 pub const EXAMPLE_LAB_ADDRESS: &str = "127.0.0.1:8700";
+/// Where the example IPMI host expects its BMC.
+pub const EXAMPLE_IPMI_ADDRESS: &str = "127.0.0.1:8623";
+/// The lab machine the example IPMI host is (the fourth).
+pub const EXAMPLE_IPMI_MACHINE: &str = "lab-3";
 /// Where the example WasmPlugins expect the plugin components (an operator image's layout).
 pub const EXAMPLE_PLUGIN_DIR: &str = "/var/lib/ingot/plugins";
 /// BMC user name of the lab's machines, matching `examples/dev/00-bmc-credentials.yaml`.
@@ -127,7 +137,13 @@ pub async fn run(
         .map_err(Error::Cluster)?;
 
     let lab = start_lab(&options, &lab_dir).await?;
-    let manifests = dev_manifests(&options, lab.url())?;
+    let endpoints = LabEndpoints {
+        http: lab.url().trim_start_matches("http://").to_string(),
+        ipmi: lab
+            .ipmi_address(EXAMPLE_IPMI_MACHINE)
+            .map(|a| a.to_string()),
+    };
+    let manifests = dev_manifests(&options, &endpoints)?;
     let created = cluster::create_missing(&client, &manifests)
         .await
         .map_err(Error::Cluster)?;
@@ -138,6 +154,10 @@ pub async fn run(
     );
 
     let shutdown = shutdown.boxed().shared();
+    tracing::warn!(
+        "the BareMetalHost operator runs with the in-memory fixture provisioner: host states \
+         change without the lab's machines being powered or written"
+    );
     let operator = runner::run(
         client.clone(),
         FakeBackend::new(),
@@ -145,13 +165,19 @@ pub async fn run(
         shutdown.clone(),
     );
     let stand_in = capi::run(client.clone(), shutdown.clone());
+    let machine_loop = ingot_machines::run(
+        client.clone(),
+        Selectors::new(Arc::new(DefaultSelector)),
+        machine_settings(&options),
+        shutdown.clone(),
+    );
     let terminal = std::io::stdout().is_terminal();
     let view = fleet::run(
         client,
         fleet::View::new(std::io::stdout(), terminal),
         shutdown.clone(),
     );
-    let (operator, (), view) = tokio::join!(operator, stand_in, view);
+    let (operator, (), (), view) = tokio::join!(operator, stand_in, machine_loop, view);
 
     drop(lab);
     server.shutdown().await;
@@ -169,6 +195,7 @@ async fn start_lab(options: &Options, lab_dir: &Path) -> Result<Lab, Error> {
             username: LAB_USERNAME.to_string(),
             password: LAB_PASSWORD.to_string(),
         },
+        ipmi: true,
     };
     let lab = Lab::start(config).await.map_err(Error::Lab)?;
     let image = lab.image_dir().join(format!("{IMAGE_NAME}.raw"));
@@ -184,6 +211,16 @@ async fn start_lab(options: &Options, lab_dir: &Path) -> Result<Lab, Error> {
     Ok(lab)
 }
 
+/// The machine loop, polling hosts as briskly as the operator moves them.
+fn machine_settings(options: &Options) -> ingot_machines::Settings {
+    ingot_machines::Settings {
+        wait_for_host: options.max_requeue,
+        poll_host: options.max_requeue,
+        retry: options.max_requeue,
+        ..ingot_machines::Settings::default()
+    }
+}
+
 fn operator_config(options: &Options) -> RunConfig {
     RunConfig {
         identity: "ingot-dev".to_string(),
@@ -196,14 +233,27 @@ fn operator_config(options: &Options) -> RunConfig {
     }
 }
 
+/// Where this session's lab listens.
+#[derive(Debug, Clone)]
+pub struct LabEndpoints {
+    /// `host:port` of the Redfish service and image server.
+    pub http: String,
+    /// `host:port` of the IPMI machine's BMC, when it has one.
+    pub ipmi: Option<String>,
+}
+
 /// The example manifests, pointed at this session's lab and plugin directory.
-pub fn dev_manifests(options: &Options, lab_url: &str) -> Result<Vec<Manifest>, Error> {
+pub fn dev_manifests(options: &Options, lab: &LabEndpoints) -> Result<Vec<Manifest>, Error> {
     let mut manifests = cluster::load_manifests(&options.manifests).map_err(Error::Cluster)?;
-    let lab_address = lab_url.trim_start_matches("http://");
     let plugin_dir = options.plugin_dir.display().to_string();
+    let ipmi = lab
+        .ipmi
+        .clone()
+        .unwrap_or_else(|| EXAMPLE_IPMI_ADDRESS.to_string());
     for manifest in &mut manifests {
         rewrite_strings(&mut manifest.object, &|text| {
-            text.replace(EXAMPLE_LAB_ADDRESS, lab_address)
+            text.replace(EXAMPLE_LAB_ADDRESS, &lab.http)
+                .replace(EXAMPLE_IPMI_ADDRESS, &ipmi)
                 .replace(EXAMPLE_PLUGIN_DIR, &plugin_dir)
         });
     }
