@@ -29,8 +29,8 @@ pub struct Args {
     /// Address of the lab (BMCs, image server); the examples' 127.0.0.1:8700 is mapped to it.
     #[arg(long, default_value = session::EXAMPLE_LAB_ADDRESS)]
     lab_listen: SocketAddr,
-    /// Number of simulated machines.
-    #[arg(long, default_value_t = 3)]
+    /// Number of simulated machines (the examples describe four).
+    #[arg(long, default_value_t = 4)]
     machines: u32,
     /// Size of the generated OS image in MiB (at least 64).
     #[arg(long, default_value_t = 128)]
