@@ -5,7 +5,7 @@ CARGO ?= cargo
 VENV := .venv
 PLUGIN_TARGET := wasm32-wasip2
 
-.PHONY: dev test lint setup setup-rust setup-packages setup-venv plugins
+.PHONY: dev test lint setup setup-rust setup-packages setup-venv plugins agent
 
 dev: setup-rust
 	$(CARGO) run --release -p ingot -- dev
@@ -31,6 +31,10 @@ plugins: setup-rust
 	@for crate in $(WASM_PLUGINS); do \
 		$(CARGO) build --target $(PLUGIN_TARGET) --profile plugin -p $$crate || exit 1; \
 	done
+
+# The deploy agent as a static Linux binary, for a deploy image: target/x86_64-unknown-linux-gnu/release/ingot-agent.
+agent:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p ingot-agent --target x86_64-unknown-linux-gnu
 
 setup-rust:
 	rustup target add $(PLUGIN_TARGET)
