@@ -39,6 +39,8 @@ pub const EXAMPLE_PLUGIN_DIR: &str = "/var/lib/ingot/plugins";
 pub const LAB_USERNAME: &str = "admin";
 /// BMC password of the lab's machines, matching `examples/dev/00-bmc-credentials.yaml`.
 pub const LAB_PASSWORD: &str = "password";
+/// Namespace of the examples and of the operator's leader Lease.
+pub const DEV_NAMESPACE: &str = "default";
 /// Base name of the OS image the lab serves (`<name>.raw`, `<name>.qcow2`).
 pub const IMAGE_NAME: &str = "lab-os";
 
@@ -130,7 +132,6 @@ pub async fn run(
         .start()
         .await
         .map_err(Error::ApiServer)?;
-    println!("export KUBECONFIG={}", server.kubeconfig_path().display());
     let client = server.client().await.map_err(Error::Client)?;
     cluster::install_crds(&client)
         .await
@@ -152,6 +153,7 @@ pub async fn run(
         kept = manifests.len() - created,
         "example manifests applied"
     );
+    println!("export KUBECONFIG={}", server.kubeconfig_path().display());
 
     let shutdown = shutdown.boxed().shared();
     tracing::warn!(
@@ -225,7 +227,7 @@ fn operator_config(options: &Options) -> RunConfig {
     RunConfig {
         identity: "ingot-dev".to_string(),
         endpoints: options.operator_endpoints,
-        lease_namespace: None,
+        lease_namespace: Some(DEV_NAMESPACE.to_string()),
         lease_duration: Duration::from_secs(15),
         concurrency: 4,
         settings: Settings::default(),

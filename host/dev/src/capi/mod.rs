@@ -9,6 +9,8 @@
 //! used.
 //!
 //! What it does, following upstream behaviour:
+//! - **Cluster**: records `status.initialization.infrastructureProvisioned` once its
+//!   Metal3Cluster reports provisioned, which the Metal3Machine controller waits for.
 //! - **MachineSet** (`cluster.x-k8s.io/v1beta2`): counts the Machines it owns; creates the
 //!   missing ones from `spec.template` (labels, annotations, spec, owner reference), each with
 //!   a Metal3Machine cloned from the Metal3MachineTemplate the template references, under the
@@ -26,6 +28,7 @@
 //! What it leaves out: MachineDeployments and rollouts, Nodes (there is no workload cluster),
 //! drain, remediation, in-place updates, pre-drain and pre-terminate hooks.
 
+mod cluster;
 mod machine;
 mod machineset;
 
@@ -149,12 +152,13 @@ pub fn metal3_machine_template_resource() -> ApiResource {
     ))
 }
 
-/// Runs the MachineSet and Machine stand-ins until `shutdown` resolves.
+/// Runs the Cluster, MachineSet and Machine stand-ins until `shutdown` resolves.
 pub async fn run(client: Client, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
     use futures::FutureExt;
     let shutdown = shutdown.shared();
     let client = Arc::new(client);
     tokio::join!(
+        cluster::run(client.clone(), shutdown.clone()),
         machineset::run(client.clone(), shutdown.clone()),
         machine::run(client, shutdown),
     );
