@@ -7,7 +7,8 @@ PLUGIN_TARGET := wasm32-wasip2
 
 .PHONY: dev test lint setup setup-rust setup-packages setup-venv plugins agent
 
-dev: setup-rust
+# The WasmPlugins of examples/dev point at the components `plugins` builds.
+dev: setup-rust plugins
 	$(CARGO) run --release -p ingot -- dev
 
 # Benchmarks are built by clippy but not run here: they are separate commands.
