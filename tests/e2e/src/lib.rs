@@ -187,6 +187,17 @@ impl Kubectl {
         serde_json::from_str(&self.ok(&all)).expect("kubectl prints JSON")
     }
 
+    /// Items of a `kubectl get <resource> -o json` list, or `None` while kubectl fails, e.g.
+    /// because `ingot dev` has printed its kubeconfig but not yet installed the CRDs.
+    pub fn try_items(&self, resource: &str) -> Option<Vec<Value>> {
+        let output = self.run(&["get", resource, "-o", "json"]);
+        if !output.status.success() {
+            return None;
+        }
+        let list: Value = serde_json::from_slice(&output.stdout).ok()?;
+        Some(list["items"].as_array().cloned().unwrap_or_default())
+    }
+
     /// Items of a `kubectl get <resource> -o json` list.
     pub fn items(&self, resource: &str) -> Vec<Value> {
         self.json(&["get", resource])["items"]

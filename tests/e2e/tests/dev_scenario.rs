@@ -33,7 +33,7 @@ fn host_named<'a>(hosts: &'a [Value], name: &str) -> Option<&'a Value> {
 
 fn wait_all_available(kubectl: &Kubectl) -> Vec<Value> {
     eventually("every host available", STEP_TIMEOUT, || {
-        let hosts = kubectl.items("baremetalhosts");
+        let hosts = kubectl.try_items("baremetalhosts")?;
         let ready = HOSTS
             .iter()
             .all(|name| host_named(&hosts, name).is_some_and(|h| state_of(h) == "available"));

@@ -38,8 +38,9 @@ pub const NAMESPACE: &str = "default";
 pub const CLUSTER: &str = "lab";
 /// Image the machines ask for.
 pub const IMAGE: &str = "http://images.lab.test/node.qcow2";
-/// Longest wait for any expected state.
-pub const WAIT: Duration = Duration::from_secs(120);
+/// Longest wait for any expected state: generous, because the race test shares two cores with
+/// the rest of the suite.
+pub const WAIT: Duration = Duration::from_secs(300);
 
 /// Converts between the served versions, as the ingot webhook does on a real cluster.
 struct Converter;
