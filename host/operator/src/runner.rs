@@ -97,7 +97,9 @@ pub async fn run<F: ProvisionerFactory>(
         async move {
             tokio::select! {
                 () = shutdown => {}
-                _ = lost_rx => {}
+                // Without leader election the sender is dropped at once: only a sent loss
+                // stops the controller, a closed channel disables this branch.
+                Ok(_) = lost_rx => {}
             }
         }
     };
