@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod kv;
 pub mod limits;
 pub mod registry;
+pub mod routing;
 pub mod runtime;
 pub mod secret;
 pub mod source;
