@@ -78,6 +78,9 @@ pub struct LabConfig {
     pub credentials: Credentials,
     /// Whether every machine also gets an IPMI (RMCP+) endpoint on its own UDP port.
     pub ipmi: bool,
+    /// A CA certificate (PEM) the machines' firmware trusts for HTTPS virtual media, as a real
+    /// BMC can be configured to; the public roots are trusted either way.
+    pub trusted_ca_pem: Option<String>,
 }
 
 /// A running lab. Dropping it stops the server and every machine.
@@ -106,7 +109,7 @@ impl Lab {
             path: image_dir.clone(),
             source,
         })?;
-        let http = reqwest::Client::builder().build().map_err(Error::Client)?;
+        let http = firmware_client(config.trusted_ca_pem.as_deref())?;
         let machines = (0..config.machines)
             .map(|index| {
                 Machine::create(index, &config.profile, &config.dir, http.clone())
@@ -175,6 +178,16 @@ impl Lab {
     pub fn machines(&self) -> &[Arc<Machine>] {
         &self.machines
     }
+}
+
+/// The HTTP client the simulated firmware fetches virtual media with.
+fn firmware_client(trusted_ca_pem: Option<&str>) -> Result<reqwest::Client, Error> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(pem) = trusted_ca_pem {
+        let certificate = reqwest::Certificate::from_pem(pem.as_bytes()).map_err(Error::Client)?;
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder.build().map_err(Error::Client)
 }
 
 /// One UDP socket per machine, on free ports of the listen address.

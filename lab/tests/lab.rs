@@ -43,6 +43,7 @@ async fn setup(machines: u32) -> Setup {
             password: PASSWORD.into(),
         },
         ipmi: true,
+        trusted_ca_pem: None,
     };
     let lab = Lab::start(config).await.unwrap_or_else(|e| panic!("{e}"));
     let ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));

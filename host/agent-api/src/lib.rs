@@ -13,6 +13,7 @@
 pub mod store;
 pub mod tls;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -75,6 +76,8 @@ pub struct AgentApiConfig {
 
 struct Shared {
     store: Mutex<store::Store>,
+    /// Published deploy media: media id -> the host and the boot configuration it carries.
+    media: Mutex<HashMap<String, (String, BootConfig)>>,
     /// Woken whenever a command is queued, so long-polls return at once.
     queued: Notify,
     /// Bumped on every change, for callers that persist or react to progress.
@@ -84,6 +87,12 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, store::Store> {
         self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn media(&self) -> MutexGuard<'_, HashMap<String, (String, BootConfig)>> {
+        self.media
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -131,6 +140,7 @@ impl AgentApi {
 
         let shared = Arc::new(Shared {
             store: Mutex::new(store::Store::from_snapshot(snapshot)),
+            media: Mutex::new(HashMap::new()),
             queued: Notify::new(),
             changes: watch::channel(0).0,
         });
@@ -155,17 +165,16 @@ impl AgentApi {
     /// Registers a host with the MAC addresses its agent must show (empty accepts any) and
     /// returns a new token for it; any previous token stops working.
     pub fn register_host(&self, host: &str, macs: &[String]) -> Result<String, Error> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(Error::Random)?;
-        let token = hex::encode(bytes);
+        let token = random_hex()?;
         self.shared.lock().register_host(host, macs, &token);
         self.shared.changed();
         Ok(token)
     }
 
-    /// Forgets a host and its commands.
+    /// Forgets a host, its commands and its deploy media.
     pub fn remove_host(&self, host: &str) {
         self.shared.lock().remove_host(host);
+        self.shared.media().retain(|_, (owner, _)| owner != host);
         self.shared.changed();
     }
 
@@ -177,6 +186,29 @@ impl AgentApi {
             host: host.to_owned(),
             token: token.to_owned(),
         }
+    }
+
+    /// Registers `host` afresh and publishes deploy media that boots an agent for it; returns
+    /// the media URL to insert as virtual media.
+    ///
+    /// The URL is the only way to obtain the new token, so it is unguessable (a random id) and
+    /// served over the API's TLS. Earlier media of the host stop working, and so does any agent
+    /// still running with the old token: after this call, only an agent booted from the new
+    /// media counts as connected.
+    pub fn publish_media(&self, host: &str, macs: &[String]) -> Result<String, Error> {
+        let token = self.register_host(host, macs)?;
+        let id = random_hex()?;
+        let config = self.boot_config(host, &token);
+
+        let mut media = self.shared.media();
+        media.retain(|_, (owner, _)| owner != host);
+        media.insert(id.clone(), (host.to_owned(), config));
+        Ok(format!("{}/v1/media/{id}", self.url))
+    }
+
+    /// Whether an agent holding the host's current token has said hello.
+    pub fn connected(&self, host: &str) -> bool {
+        self.shared.lock().greeted(host)
     }
 
     /// Queues a command; idempotent for the same id and command.
@@ -208,6 +240,13 @@ impl AgentApi {
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.shared.changes.subscribe()
     }
+}
+
+/// 32 random bytes in hex: tokens and media ids.
+fn random_hex() -> Result<String, Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(Error::Random)?;
+    Ok(hex::encode(bytes))
 }
 
 async fn serve(
@@ -250,6 +289,7 @@ fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/v1/hosts/{host}/hello", post(hello))
         .route("/v1/hosts/{host}/commands/next", get(next))
         .route("/v1/hosts/{host}/commands/{id}/report", post(report))
+        .route("/v1/media/{id}", get(media))
         .with_state(shared)
 }
 
@@ -354,4 +394,19 @@ async fn report(
     shared.lock().report(&host, &id, report)?;
     shared.changed();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The deploy media: in the virtual lab the media is the boot configuration itself; a real deploy
+/// image would carry the same document in its ramdisk.
+async fn media(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<BootConfig>, Refusal> {
+    let config = shared.media().get(&id).map(|(_, config)| config.clone());
+    config.map(Json).ok_or_else(|| {
+        Refusal(
+            StatusCode::NOT_FOUND,
+            "no such deploy media; it was replaced or the operator restarted".into(),
+        )
+    })
 }

@@ -236,3 +236,51 @@ async fn hosts_cannot_see_or_answer_each_others_commands() {
         "the server certificate must chain to the CA only"
     );
 }
+
+#[tokio::test]
+async fn published_media_boots_one_agent_and_republishing_revokes_it() {
+    let ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
+    let api = start(
+        &ca,
+        "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        Snapshot::default(),
+    )
+    .await;
+    let http = https_client(&ca);
+
+    let first = api
+        .publish_media("lab-0", &[MAC.into()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let config: ingot_agent::bootconfig::BootConfig = http
+        .get(&first)
+        .send()
+        .await
+        .and_then(|response| response.error_for_status())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.host, "lab-0");
+    assert_eq!(config.api_url, api.url());
+    assert!(!api.connected("lab-0"));
+
+    let second = api
+        .publish_media("lab-0", &[MAC.into()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stale = http
+        .get(&first)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stale_hello = http
+        .post(format!("{}/v1/hosts/lab-0/hello", api.url()))
+        .bearer_auth(&config.token)
+        .json(&serde_json::json!({"version": 1, "macs": [MAC], "agentVersion": "test"}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    assert_ne!(first, second);
+    assert_eq!(stale.status(), reqwest::StatusCode::NOT_FOUND);
+    assert_eq!(stale_hello.status(), reqwest::StatusCode::UNAUTHORIZED);
+}

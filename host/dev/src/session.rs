@@ -198,6 +198,7 @@ async fn start_lab(options: &Options, lab_dir: &Path) -> Result<Lab, Error> {
             password: LAB_PASSWORD.to_string(),
         },
         ipmi: true,
+        trusted_ca_pem: None,
     };
     let lab = Lab::start(config).await.map_err(Error::Lab)?;
     let image = lab.image_dir().join(format!("{IMAGE_NAME}.raw"));

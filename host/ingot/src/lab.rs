@@ -64,6 +64,7 @@ async fn serve(args: Args, profile: Profile) -> anyhow::Result<ExitCode> {
             password: args.password,
         },
         ipmi: args.ipmi,
+        trusted_ca_pem: None,
     };
     let lab = Lab::start(config).await.context("starting the lab")?;
     if args.sample_image_mib > 0 {

@@ -115,6 +115,10 @@ pub struct HostData {
     pub boot_mac_address: Option<String>,
     /// The provisioner's id for the host, once registered.
     pub provisioner_id: Option<String>,
+    /// The host's labels, which decide the policy (and so the plugins) that govern it.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The hardware found by the last inspection, if any.
+    pub hardware: Option<HardwareDetails>,
 }
 
 /// Everything the provisioner needs to register (or re-check) a host.

@@ -6,6 +6,7 @@ pub mod calls;
 pub mod drivers;
 pub mod error;
 pub mod guard;
+pub mod hardware;
 pub mod inspect;
 pub mod kv;
 pub mod limits;

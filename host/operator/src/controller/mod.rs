@@ -398,6 +398,11 @@ fn provisioner_host_data(
             .as_ref()
             .map(|status| status.provisioning.id.clone())
             .filter(|id| !id.is_empty()),
+        labels: host.labels().clone(),
+        hardware: host
+            .status
+            .as_ref()
+            .and_then(|status| status.hardware.clone()),
     }
 }
 

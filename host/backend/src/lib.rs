@@ -1,0 +1,233 @@
+//! The provisioner that drives real hosts: BMC driver plugins for power and boot, provisioning
+//! steps plugins for each phase, and the deploy agent on the machine for inventory, cleaning
+//! and image writes.
+//!
+//! ```text
+//!   host state machine ──► HostProvisioner ──► driver plugin ──► BMC (Redfish, IPMI, ...)
+//!                               │
+//!                               └──► steps plugin ──► host-control ──► driver plugin
+//!                                        │
+//!                                        └──► deploy-agent ──► agent API ◄── deploy agent
+//! ```
+//!
+//! Which plugins serve a host comes from a [`Routing`] (the bundled defaults, or the site's
+//! `HostPolicy` objects). Registration checks the BMC credentials through the driver once per
+//! set of credentials; the lifecycle's long operations (inspect, prepare, deploy, deprovision,
+//! live ISO) are phase runs whose progress is recorded per host, in a state directory when one
+//! is given, so that an operator restart resumes each host at the step it was on.
+
+mod host;
+mod links;
+mod phases;
+pub mod records;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use ingot_agent_api::{AgentApi, AgentApiConfig, Snapshot};
+use ingot_operator::events::EventSink;
+use ingot_operator::provisioner::{HostData, ProvisionerError, ProvisionerFactory};
+use ingot_plugin_host::registry::Registry;
+use ingot_plugin_host::routing::{HostFacts, Routing};
+
+pub use host::HostProvisioner;
+pub use links::{AgentLink, DeployExtras, Driver, DriverFailure};
+pub use records::{HostRecord, Records, RecordsError};
+
+/// File in the state directory holding the agent API's hosts and commands.
+const AGENT_SNAPSHOT_FILE: &str = "agent-api.json";
+
+/// Directory in the state directory holding one record per host.
+const RECORDS_DIR: &str = "hosts";
+
+/// Hosts with a phase under way at the same time, unless configured otherwise.
+pub const DEFAULT_MAX_BUSY_HOSTS: usize = 20;
+
+/// Why the backend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The host records could not be loaded.
+    #[error(transparent)]
+    Records(#[from] RecordsError),
+    /// The saved agent API state could not be read.
+    #[error("cannot read the agent API state {path}")]
+    Snapshot {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The agent API could not start.
+    #[error("cannot start the deploy agent API")]
+    AgentApi(#[from] ingot_agent_api::Error),
+}
+
+/// How to run the backend.
+pub struct BackendConfig {
+    /// The loaded plugins.
+    pub registry: Arc<Registry>,
+    /// Which plugins serve which host.
+    pub routing: Arc<dyn Routing>,
+    /// Where deploy agents reach the operator.
+    pub agent_api: AgentApiConfig,
+    /// Where host records and the agent API state are kept; memory only when `None`.
+    pub state_dir: Option<PathBuf>,
+    /// Hosts with a phase under way at the same time; more wait in their state as `delayed`.
+    pub max_busy_hosts: usize,
+}
+
+/// State shared by every host's provisioner.
+pub(crate) struct Shared {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) routing: Arc<dyn Routing>,
+    pub(crate) agent: Arc<AgentApi>,
+    pub(crate) records: Arc<Records>,
+    pub(crate) max_busy_hosts: usize,
+    /// Host UID -> digest of the address and credentials last checked at the BMC.
+    registered: Mutex<HashMap<String, String>>,
+}
+
+impl Shared {
+    pub(crate) fn is_registered(&self, uid: &str, digest: &str) -> bool {
+        self.registered()
+            .get(uid)
+            .is_some_and(|known| known == digest)
+    }
+
+    pub(crate) fn mark_registered(&self, uid: &str, digest: String) {
+        self.registered().insert(uid.to_owned(), digest);
+    }
+
+    pub(crate) fn forget(&self, uid: &str) {
+        self.registered().remove(uid);
+        self.agent.remove_host(uid);
+    }
+
+    fn registered(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The plugin-driven provisioner factory the operator's host controller runs with.
+#[derive(Clone)]
+pub struct PluginBackend {
+    shared: Arc<Shared>,
+    ca_pem: String,
+}
+
+impl PluginBackend {
+    /// Loads the saved state (when there is a state directory) and starts the agent API.
+    ///
+    /// # Errors
+    /// [`BackendError`] when the saved state cannot be read or the agent API cannot listen.
+    pub async fn start(config: BackendConfig) -> Result<Self, BackendError> {
+        let records = match &config.state_dir {
+            Some(dir) => Records::open(&dir.join(RECORDS_DIR))?,
+            None => Records::in_memory(),
+        };
+        let snapshot_path = config
+            .state_dir
+            .as_ref()
+            .map(|dir| dir.join(AGENT_SNAPSHOT_FILE));
+        let snapshot = match &snapshot_path {
+            Some(path) => read_snapshot(path)?,
+            None => Snapshot::default(),
+        };
+        let ca_pem = config.agent_api.ca.cert_pem.clone();
+        let agent = Arc::new(AgentApi::start(config.agent_api, snapshot).await?);
+        if let Some(path) = snapshot_path {
+            tokio::spawn(persist_snapshots(Arc::downgrade(&agent), path));
+        }
+
+        let shared = Arc::new(Shared {
+            registry: config.registry,
+            routing: config.routing,
+            agent,
+            records: Arc::new(records),
+            max_busy_hosts: config.max_busy_hosts.max(1),
+            registered: Mutex::new(HashMap::new()),
+        });
+        Ok(Self { shared, ca_pem })
+    }
+
+    /// The CA certificate (PEM) of the agent API, which machines must trust to fetch their
+    /// deploy media over HTTPS.
+    pub fn agent_ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The URL deploy agents reach the operator at.
+    pub fn agent_api_url(&self) -> &str {
+        self.shared.agent.url()
+    }
+
+    /// A copy of the record of the host with `uid`.
+    pub fn record(&self, uid: &str) -> Option<HostRecord> {
+        self.shared.records.get(uid)
+    }
+}
+
+impl ProvisionerFactory for PluginBackend {
+    type Provisioner = HostProvisioner;
+
+    fn provisioner_for(
+        &self,
+        host: HostData,
+        events: EventSink,
+    ) -> Result<HostProvisioner, ProvisionerError> {
+        let scheme = ingot_api::bmc::parse(&host.bmc_address)
+            .map(|address| address.scheme)
+            .unwrap_or_default();
+        let plugins = self.shared.routing.plugins_for(&HostFacts {
+            namespace: &host.namespace,
+            labels: &host.labels,
+            bmc_scheme: &scheme,
+        });
+
+        Ok(HostProvisioner {
+            shared: self.shared.clone(),
+            host,
+            plugins,
+            events,
+        })
+    }
+}
+
+fn read_snapshot(path: &std::path::Path) -> Result<Snapshot, BackendError> {
+    let error = |source: Box<dyn std::error::Error + Send + Sync>| BackendError::Snapshot {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| error(e.into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Snapshot::default()),
+        Err(e) => Err(error(e.into())),
+    }
+}
+
+/// Saves the agent API's state after every change, coalescing bursts, until the API is gone.
+async fn persist_snapshots(agent: Weak<AgentApi>, path: PathBuf) {
+    let Some(mut changes) = agent.upgrade().map(|agent| agent.changes()) else {
+        return;
+    };
+    while changes.changed().await.is_ok() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let Some(snapshot) = agent.upgrade().map(|agent| agent.snapshot()) else {
+            return;
+        };
+        if let Err(error) = write_snapshot(&path, &snapshot) {
+            tracing::warn!(path = %path.display(), error = %error, "cannot save the agent API state");
+        }
+    }
+}
+
+fn write_snapshot(path: &std::path::Path, snapshot: &Snapshot) -> std::io::Result<()> {
+    let temporary = path.with_extension("json.tmp");
+    std::fs::write(&temporary, serde_json::to_vec(snapshot)?)?;
+    std::fs::rename(&temporary, path)
+}
