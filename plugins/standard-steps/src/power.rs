@@ -184,31 +184,40 @@ pub fn power_off(
             continue;
         }
 
-        let wait = match power_off_request(host, state.stage)? {
-            Driven::Done if state.stage == PowerOffStage::Eject => return Ok(StepOutcome::Done),
-            Driven::Done if has_budget(host) => {
-                state = PowerOffState::enter(host, PowerOffStage::Eject);
-                continue;
+        let answer = match state.stage {
+            PowerOffStage::Soft => match host.set_power(PowerAction::OffSoft) {
+                Err(ControlError::NotSupported(detail)) => {
+                    host.log(
+                        Level::Info,
+                        "the driver cannot shut the host down gracefully, cutting power",
+                        &[("detail", &detail)],
+                    );
+                    state = PowerOffState::enter(host, PowerOffStage::Hard);
+                    continue;
+                }
+                answer => driven("shut the host down", answer)?,
+            },
+            PowerOffStage::Hard => {
+                driven("power the host off", host.set_power(PowerAction::OffHard))?
             }
-            Driven::Done => {
-                state = PowerOffState::enter(host, PowerOffStage::Eject);
-                Wait::to_continue()
-            }
-            Driven::Pending(wait) => wait,
+            PowerOffStage::Eject => eject(host)?,
         };
 
-        if state.stage != PowerOffStage::Soft && waited >= settings.driver_timeout_ms {
-            return Err(driver_timed_out(&wait, waited));
+        match answer {
+            Driven::Done if state.stage == PowerOffStage::Eject => return Ok(StepOutcome::Done),
+            Driven::Done => {
+                state = PowerOffState::enter(host, PowerOffStage::Eject);
+                if !has_budget(host) {
+                    return Wait::to_continue().requeue(&state);
+                }
+            }
+            Driven::Pending(wait)
+                if state.stage != PowerOffStage::Soft && waited >= settings.driver_timeout_ms =>
+            {
+                return Err(driver_timed_out(&wait, waited));
+            }
+            Driven::Pending(wait) => return wait.requeue(&state),
         }
-        return wait.requeue(&state);
-    }
-}
-
-fn power_off_request(host: &impl StepHost, stage: PowerOffStage) -> Result<Driven, Halt> {
-    match stage {
-        PowerOffStage::Soft => driven("shut the host down", host.set_power(PowerAction::OffSoft)),
-        PowerOffStage::Hard => driven("power the host off", host.set_power(PowerAction::OffHard)),
-        PowerOffStage::Eject => eject(host),
     }
 }
 
@@ -426,6 +435,46 @@ mod tests {
 
         assert_eq!(host.calls(), [HostCall::SetPower(PowerAction::OffSoft)]);
         assert_eq!(off_stage(&requeue.state), PowerOffStage::Soft);
+    }
+
+    #[test]
+    fn a_driver_without_graceful_shutdown_cuts_power_at_once() {
+        let host = host().with_power_state(PowerState::On);
+        host.expect_control(Err(ControlError::NotSupported(
+            "a graceful shutdown".into(),
+        )));
+        host.expect_control(Ok(Progress::Done));
+        host.expect_control(Ok(Progress::Done));
+
+        let outcome = run(&host, &soft_deprovision(), "power-off", None);
+
+        assert_eq!(outcome, Ok(StepOutcome::Done));
+        assert_eq!(
+            host.calls(),
+            [
+                HostCall::SetPower(PowerAction::OffSoft),
+                HostCall::SetPower(PowerAction::OffHard),
+                HostCall::EjectMedia
+            ]
+        );
+    }
+
+    #[test]
+    fn a_slow_power_off_that_completes_late_is_not_a_timeout() {
+        let host = MockHost::new();
+        let state = Some(
+            serde_json::to_vec(&PowerOffState {
+                stage: PowerOffStage::Hard,
+                stage_started_ms: host.now_unix_ms(),
+            })
+            .expect("encodes"),
+        );
+        host.advance_clock(900_000);
+        host.expect_control(Ok(Progress::Done));
+
+        let requeue = requeued(run(&host, &context(Phase::Inspect), "power-off", state));
+
+        assert_eq!(off_stage(&requeue.state), PowerOffStage::Eject);
     }
 
     #[test]
