@@ -14,13 +14,15 @@ use ingot_plugin_host::bindings::imports::ingot::plugin::deploy_agent::{
     AgentError, Command, CommandStatus,
 };
 use ingot_plugin_host::bindings::imports::ingot::plugin::host_control::ControlError;
-use ingot_plugin_host::bindings::steps::{Image, Phase, PhaseContext, Step, StepOutcome};
+use ingot_plugin_host::bindings::steps::{
+    Image, Phase, PhaseContext, Step, StepError, StepOutcome,
+};
 use ingot_plugin_host::bindings::types::{
     BootDevice, BootMode, BootPersistence, BootTarget, Pending, PowerAction, PowerState, Progress,
     VirtualMedia,
 };
 use ingot_plugin_host::calls::{PluginCall, PluginReply};
-use ingot_plugin_host::error::CallError;
+use ingot_plugin_host::error::{CallError, DomainError};
 use ingot_plugin_host::limits::Limits;
 use ingot_plugin_host::registry::Registry;
 use ingot_plugin_host::state::{CallScope, DeployAgent, HostControl};
@@ -732,6 +734,63 @@ async fn host_services_are_only_available_when_granted() {
 
     assert!(
         matches!(&error, CallError::DeniedCapability { capability, .. } if capability == "host-control"),
+        "{error:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_without_an_image_is_refused_before_the_machine_is_touched() {
+    let registry = loaded(&[]).await;
+    let lab = Lab::new(Machine::new(PowerState::Off));
+    let mut ctx = context(Phase::Deploy, "metadata");
+    ctx.image = None;
+
+    let error = registry
+        .call(PLUGIN, PluginCall::Plan(ctx), lab.scope())
+        .await
+        .expect_err("no image");
+
+    assert!(
+        matches!(
+            &error,
+            CallError::Domain { error: DomainError::Steps(StepError::InvalidInput(message)), .. }
+                if message.contains("needs an image")
+        ),
+        "{error:?}"
+    );
+    assert!(
+        !error.is_plugin_failure(),
+        "bad input is not the plugin's fault"
+    );
+    assert!(lab.machine().journal.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_gone_missing_is_a_transient_error() {
+    let registry = loaded(&[]).await;
+    let lab = Lab::new(Machine::new(PowerState::Off));
+
+    let call = PluginCall::Run {
+        ctx: context(Phase::Inspect, "metadata"),
+        step: Step {
+            name: "collect-inventory".into(),
+            args: Vec::new(),
+        },
+        state: None,
+    };
+    let error = registry
+        .call(PLUGIN, call, lab.scope())
+        .await
+        .expect_err("no agent is running");
+
+    assert!(
+        matches!(
+            &error,
+            CallError::Domain {
+                error: DomainError::Steps(StepError::Transient(_)),
+                ..
+            }
+        ),
         "{error:?}"
     );
 }

@@ -62,7 +62,7 @@ pub fn power_up(host: &impl StepHost, stage: PowerUp) -> Result<PowerUpProgress,
 }
 
 /// The host's power state.
-pub fn read_power(host: &impl StepHost) -> Result<PowerState, Halt> {
+fn read_power(host: &impl StepHost) -> Result<PowerState, Halt> {
     host.power_state()
         .map_err(|error| control_failure("read the power state", error))
 }
