@@ -6,15 +6,17 @@
 //! on later runs. The operator derives a command's id from the phase run,
 //! the step and the command name, so sending a command again after a lost
 //! state returns the id of the one already started instead of running it
-//! twice.
+//! twice. A command may run for `agent-command-timeout-seconds`, counted
+//! from when this step last sent it.
 
 use ingot_plugin_sdk::host::{AgentCommand, AgentError, CommandStatus, Level, StepHost};
 use ingot_plugin_sdk::steps::{PhaseContext, StepError, StepOutcome};
 use serde::{Deserialize, Serialize};
 
-use crate::outcome::{Halt, Wait, decode_state};
+use crate::outcome::{Halt, Wait, decode_state, elapsed_ms, seconds};
 use crate::params;
 use crate::plan::StepKind;
+use crate::settings::{AGENT_COMMAND_TIMEOUT, Settings};
 
 /// How often a running command is polled.
 const POLL_MS: u64 = 5_000;
@@ -66,6 +68,8 @@ struct CommandState {
     command_id: String,
     /// Whether it was sent again because the agent no longer knew it.
     resent: bool,
+    /// When it was sent, bounding how long it may run.
+    sent_ms: u64,
 }
 
 /// The commands of an agent step. Writes and erasures end with `sync`, so
@@ -116,6 +120,7 @@ fn write_image_args(ctx: &PhaseContext) -> Result<String, Halt> {
 pub fn run(
     host: &impl StepHost,
     ctx: &PhaseContext,
+    settings: &Settings,
     kind: StepKind,
     state: Option<Vec<u8>>,
 ) -> Result<StepOutcome, Halt> {
@@ -130,6 +135,15 @@ pub fn run(
 
         match host.agent_status(&current.command_id) {
             Ok(CommandStatus::Running(note)) => {
+                let running = elapsed_ms(host, current.sent_ms);
+                if running >= settings.agent_command_timeout_ms {
+                    return Err(Halt::Failed(format!(
+                        "the deploy agent did not {} within {} s (last progress: {note}); \
+                         raise {AGENT_COMMAND_TIMEOUT} for large images or slow networks",
+                        call.purpose,
+                        seconds(running)
+                    )));
+                }
                 return Wait::new(POLL_MS, format!("{}: {note}", call.purpose)).requeue(&current);
             }
             Ok(CommandStatus::Succeeded(_)) => {
@@ -194,6 +208,7 @@ fn send(
         index,
         command_id,
         resent,
+        sent_ms: host.now_unix_ms(),
     })
 }
 
@@ -397,6 +412,27 @@ mod tests {
     }
 
     #[test]
+    fn a_command_running_past_its_timeout_fails_the_phase() {
+        let host = host()
+            .with_agent_connected()
+            .with_config(AGENT_COMMAND_TIMEOUT, "3600");
+        let ctx = context(Phase::Deploy);
+        host.script_agent_command(FIRST, vec![CommandStatus::Running("12%".into())]);
+        let started = requeued(run(&host, &ctx, "write-image", None));
+        host.advance_clock(3_599_999);
+        let still = requeued(run(&host, &ctx, "write-image", Some(started.state.clone())));
+        host.advance_clock(1);
+
+        let message = failure(run(&host, &ctx, "write-image", Some(still.state)));
+
+        assert_eq!(
+            message,
+            "the deploy agent did not write the image within 3600 s (last progress: 12%); \
+             raise agent-command-timeout-seconds for large images or slow networks"
+        );
+    }
+
+    #[test]
     fn a_lost_state_walks_past_the_commands_already_finished() {
         let host = host().with_agent_connected();
         host.script_agent_command(FIRST, vec![succeeded()]);
@@ -454,6 +490,7 @@ mod tests {
             index: 7,
             command_id: "old".into(),
             resent: false,
+            sent_ms: 0,
         };
 
         let requeue = requeued(run(

@@ -77,7 +77,7 @@ fn run_step(
     match kind {
         StepKind::BootDeployMedia => boot::boot_deploy_media(host, ctx, settings, state),
         StepKind::CollectInventory | StepKind::EraseMetadata | StepKind::WriteImage => {
-            agent::run(host, ctx, kind, state)
+            agent::run(host, ctx, settings, kind, state)
         }
         StepKind::EjectMedia
         | StepKind::BootFromDisk

@@ -3,6 +3,7 @@
 //! | key                              | default | bounds                                              |
 //! |----------------------------------|---------|-----------------------------------------------------|
 //! | `agent-boot-timeout-seconds`     | 600     | booting the deploy media until the agent checks in  |
+//! | `agent-command-timeout-seconds`  | 7200    | one deploy agent command, e.g. writing an image     |
 //! | `driver-timeout-seconds`         | 600     | one driver operation (power, media, boot device)    |
 //! | `soft-power-off-timeout-seconds` | 180     | a graceful shutdown before power is cut             |
 
@@ -12,6 +13,9 @@ use ingot_plugin_sdk::steps::StepError;
 /// Config key bounding the wait for the deploy agent after booting the
 /// deploy media.
 pub const AGENT_BOOT_TIMEOUT: &str = "agent-boot-timeout-seconds";
+
+/// Config key bounding the wait for one deploy agent command.
+pub const AGENT_COMMAND_TIMEOUT: &str = "agent-command-timeout-seconds";
 
 /// Config key bounding the wait for one driver operation.
 pub const DRIVER_TIMEOUT: &str = "driver-timeout-seconds";
@@ -27,6 +31,8 @@ const MAX_SECONDS: u64 = 86_400;
 pub struct Settings {
     /// From starting to boot the deploy media until the agent checks in.
     pub agent_boot_timeout_ms: u64,
+    /// For one deploy agent command to finish.
+    pub agent_command_timeout_ms: u64,
     /// For one driver operation to complete.
     pub driver_timeout_ms: u64,
     /// For a graceful shutdown, before power is cut.
@@ -59,6 +65,7 @@ impl Settings {
     pub fn load(host: &impl Host) -> Result<Self, SettingsError> {
         Ok(Self {
             agent_boot_timeout_ms: timeout_ms(host, AGENT_BOOT_TIMEOUT, 600)?,
+            agent_command_timeout_ms: timeout_ms(host, AGENT_COMMAND_TIMEOUT, 7_200)?,
             driver_timeout_ms: timeout_ms(host, DRIVER_TIMEOUT, 600)?,
             soft_power_off_timeout_ms: timeout_ms(host, SOFT_POWER_OFF_TIMEOUT, 180)?,
         })
@@ -93,6 +100,7 @@ mod tests {
             settings,
             Ok(Settings {
                 agent_boot_timeout_ms: 600_000,
+                agent_command_timeout_ms: 7_200_000,
                 driver_timeout_ms: 600_000,
                 soft_power_off_timeout_ms: 180_000,
             })
@@ -103,12 +111,14 @@ mod tests {
     fn configured_timeouts_are_read_in_seconds() {
         let host = MockHost::new()
             .with_config(AGENT_BOOT_TIMEOUT, "1200")
+            .with_config(AGENT_COMMAND_TIMEOUT, "3600")
             .with_config(DRIVER_TIMEOUT, " 30 ")
             .with_config(SOFT_POWER_OFF_TIMEOUT, "5");
 
         let settings = Settings::load(&host).expect("valid config");
 
         assert_eq!(settings.agent_boot_timeout_ms, 1_200_000);
+        assert_eq!(settings.agent_command_timeout_ms, 3_600_000);
         assert_eq!(settings.driver_timeout_ms, 30_000);
         assert_eq!(settings.soft_power_off_timeout_ms, 5_000);
     }
