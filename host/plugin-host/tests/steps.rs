@@ -385,13 +385,25 @@ async fn loaded(config: &[(&str, &str)]) -> Registry {
 }
 
 /// How the operator treats step state between runs.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 enum Recording {
     /// Every requeue's state is handed to the next run.
     Kept,
-    /// The state of every other requeue of the phase is lost, as after an
-    /// operator restart.
-    LostEveryOtherTime,
+    /// The state of requeue `n` of the phase (counted from 0) is lost, as
+    /// after an operator restart, when bit `n` is set.
+    Lost(u64),
+}
+
+impl Recording {
+    /// Every other requeue of the phase loses its state.
+    const EVERY_OTHER: Self = Self::Lost(0xAAAA_AAAA_AAAA_AAAA);
+
+    fn loses(self, requeue: usize) -> bool {
+        match self {
+            Self::Kept => false,
+            Self::Lost(mask) => requeue < 64 && mask & (1 << requeue) != 0,
+        }
+    }
 }
 
 /// What driving a phase came to.
@@ -470,8 +482,7 @@ impl<'a> Operator<'a> {
             match reply {
                 Ok(PluginReply::Outcome(StepOutcome::Done)) => return Ok(()),
                 Ok(PluginReply::Outcome(StepOutcome::RequeueAfter(requeue))) => {
-                    let lost = matches!(self.recording, Recording::LostEveryOtherTime)
-                        && phase.requeues % 2 == 1;
+                    let lost = self.recording.loses(phase.requeues);
                     phase.requeues += 1;
                     phase.lost_states += usize::from(lost);
                     state = (!lost).then_some(requeue.state);
@@ -629,43 +640,47 @@ async fn losing_step_state_converges_without_running_agent_commands_twice() {
     for (phase, cleaning, machine) in phases {
         let ctx = context(phase, cleaning);
         let kept = Lab::new(machine.clone());
-        let lossy = Lab::new(machine);
         let reference = drive_kept(&registry, &kept, &ctx).await;
-        let operator = Operator {
-            recording: Recording::LostEveryOtherTime,
-            ..Operator::new(&registry, &lossy)
-        };
+        let expected = kept.machine().clone();
+        // Each single requeue whose state is lost, then every other one.
+        let losses = (0..reference.requeues)
+            .map(|requeue| Recording::Lost(1 << requeue))
+            .chain([Recording::EVERY_OTHER]);
 
-        let run = operator.drive(&ctx).await;
+        for recording in losses {
+            let lossy = Lab::new(machine.clone());
+            let operator = Operator {
+                recording,
+                ..Operator::new(&registry, &lossy)
+            };
 
-        assert_eq!(run.failure, None, "{phase:?}");
-        assert_eq!(reference.lost_states, 0);
-        assert_eq!(
-            run.lost_states > 0,
-            reference.requeues > 1,
-            "{phase:?}: every phase that requeues more than once lost state"
-        );
-        let (machine, expected) = (lossy.machine(), kept.machine());
-        assert_eq!(
-            machine.agent_commands(),
-            expected.agent_commands(),
-            "{phase:?}: each agent command ran once"
-        );
-        assert_eq!(
-            (
-                &machine.running,
-                machine.power,
-                &machine.media,
-                &machine.disk
-            ),
-            (
-                &expected.running,
-                expected.power,
-                &expected.media,
-                &expected.disk
-            ),
-            "{phase:?} ends where it ends with its state kept"
-        );
+            let run = operator.drive(&ctx).await;
+
+            let context = format!("{phase:?} {cleaning} with {recording:?}");
+            assert_eq!(run.failure, None, "{context}");
+            assert!(run.lost_states > 0 || reference.requeues < 2, "{context}");
+            let machine = lossy.machine();
+            assert_eq!(
+                machine.agent_commands(),
+                expected.agent_commands(),
+                "{context}: each agent command ran once"
+            );
+            assert_eq!(
+                (
+                    &machine.running,
+                    machine.power,
+                    &machine.media,
+                    &machine.disk
+                ),
+                (
+                    &expected.running,
+                    expected.power,
+                    &expected.media,
+                    &expected.disk
+                ),
+                "{context}: ends where the phase ends with its state kept"
+            );
+        }
     }
 }
 
