@@ -127,13 +127,14 @@ fn advance(
     match stage {
         Stage::InsertMedia => {
             let answer = driven("insert the deploy media", host.insert_media(media))?;
-            Ok(after(answer, stage, Stage::SetBootDevice, || {
+            if answer == Driven::Done {
                 host.log(
                     Level::Info,
                     "deploy media inserted",
                     &[("url", &redact_url(&media.image_url))],
                 );
-            }))
+            }
+            Ok(after(answer, stage, Stage::SetBootDevice))
         }
         Stage::SetBootDevice => {
             let device = BootDevice {
@@ -142,12 +143,7 @@ fn advance(
                 mode,
             };
             let answer = driven("set a one-time boot from CD", host.set_boot_device(&device))?;
-            Ok(after(
-                answer,
-                stage,
-                Stage::PowerUp(PowerUp::Request),
-                || {},
-            ))
+            Ok(after(answer, stage, Stage::PowerUp(PowerUp::Request)))
         }
         Stage::PowerUp(power) => match power_up(host, power)? {
             PowerUpProgress::On => Ok(Advance::Next(Stage::AwaitAgent)),
@@ -165,12 +161,9 @@ fn advance(
 }
 
 /// The advance after a driver request: the next stage once done.
-fn after(answer: Driven, stage: Stage, next: Stage, on_done: impl FnOnce()) -> Advance {
+fn after(answer: Driven, stage: Stage, next: Stage) -> Advance {
     match answer {
-        Driven::Done => {
-            on_done();
-            Advance::Next(next)
-        }
+        Driven::Done => Advance::Next(next),
         Driven::Pending(wait) => Advance::Wait(stage, wait),
     }
 }

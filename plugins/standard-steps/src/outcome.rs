@@ -16,9 +16,10 @@ const MIN_WAIT_MS: u64 = 500;
 /// Longest wait taken over from a driver's progress report.
 const MAX_WAIT_MS: u64 = 60_000;
 
-/// Call budget a further host-control request needs within the same run.
-/// Below it the step requeues instead of risking being interrupted halfway.
-const NEXT_ACTION_BUDGET_MS: u64 = 5_000;
+/// Call budget a further host-control request needs within the same run: a
+/// driver may make several round-trips to a slow BMC for one request. Below
+/// it the step requeues instead of risking being interrupted halfway.
+const NEXT_ACTION_BUDGET_MS: u64 = 10_000;
 
 /// Wait before continuing a step whose run ran out of call budget.
 pub const CONTINUE_MS: u64 = MIN_WAIT_MS;
