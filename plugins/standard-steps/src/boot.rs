@@ -379,7 +379,7 @@ mod tests {
         ));
 
         assert_eq!(powering.calls(), [HostCall::SetPower(PowerAction::On)]);
-        assert_eq!(stage_of(&first.state), Stage::PowerUp(PowerUp::Issued));
+        assert_eq!(stage_of(&first.state), Stage::PowerUp(PowerUp::PoweringOn));
         assert!(on.calls().is_empty(), "the host is on: no reset");
         assert_eq!(stage_of(&second.state), Stage::AwaitAgent);
     }

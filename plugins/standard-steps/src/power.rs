@@ -7,8 +7,8 @@ use ingot_plugin_sdk::types::{PowerAction, PowerState};
 use serde::{Deserialize, Serialize};
 
 use crate::outcome::{
-    Driven, Halt, Wait, control_failure, decode_state, driven, driver_timed_out, elapsed_ms,
-    has_budget, seconds,
+    CONTINUE_MS, Driven, Halt, Wait, control_failure, decode_state, driven, driver_timed_out,
+    elapsed_ms, has_budget, seconds,
 };
 use crate::plan::{PowerOffMethod, StepKind};
 use crate::settings::{DRIVER_TIMEOUT, Settings};
@@ -16,16 +16,28 @@ use crate::settings::{DRIVER_TIMEOUT, Settings};
 /// How often a changing power state is read again.
 const POWER_POLL_MS: u64 = 3_000;
 
+/// How long a host may stay off after a reset before it is powered on
+/// explicitly. Resets that cycle power turn the host off first; one that
+/// stays off longer than this is not coming back by itself.
+const RESET_GRACE_MS: u64 = 30_000;
+
 /// Where powering a host into a fresh boot stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PowerUp {
     /// Nothing issued yet: power on when off, hard reset when on.
     Request,
-    /// The power action is issued. From here on only the power state is
-    /// checked (and power requested again when off), so a second reset never
-    /// interrupts the boot the first one started.
-    Issued,
+    /// A power-on is under way. The request is repeated until the driver
+    /// reports it done, as the driver contract asks; repeating it is
+    /// harmless.
+    PoweringOn,
+    /// A reset was issued at `since_ms`. From here on only the power state
+    /// is checked, so a second reset never interrupts the boot the first one
+    /// started; a host still off after the grace period is powered on.
+    Resetting {
+        /// When the reset was issued.
+        since_ms: u64,
+    },
 }
 
 /// What one attempt at powering up came to.
@@ -42,23 +54,43 @@ pub fn power_up(host: &impl StepHost, stage: PowerUp) -> Result<PowerUpProgress,
     let power = read_power(host)?;
 
     match (stage, power) {
-        (_, PowerState::Off) => {
-            host.log(Level::Info, "powering the host on", &[]);
-            match driven("power the host on", host.set_power(PowerAction::On))? {
-                Driven::Done => Ok(PowerUpProgress::On),
-                Driven::Pending(wait) => Ok(PowerUpProgress::Waiting(PowerUp::Issued, wait)),
-            }
+        (PowerUp::PoweringOn | PowerUp::Resetting { .. }, PowerState::On) => {
+            Ok(PowerUpProgress::On)
         }
-        (PowerUp::Request, PowerState::On) => {
-            host.log(Level::Info, "resetting the host", &[]);
-            match driven("reset the host", host.set_power(PowerAction::RebootHard))? {
-                Driven::Done => Ok(PowerUpProgress::On),
-                Driven::Pending(wait) => Ok(PowerUpProgress::Waiting(PowerUp::Issued, wait)),
-            }
+        (PowerUp::Request, PowerState::On) => reset(host),
+        (PowerUp::Request, PowerState::Off) | (PowerUp::PoweringOn, _) => request_power_on(host),
+        (PowerUp::Resetting { since_ms }, PowerState::Off)
+            if elapsed_ms(host, since_ms) >= RESET_GRACE_MS =>
+        {
+            host.log(Level::Warn, "the host stayed off after the reset", &[]);
+            request_power_on(host)
         }
-        (PowerUp::Issued, PowerState::On) => Ok(PowerUpProgress::On),
-        (_, changing) => Ok(PowerUpProgress::Waiting(stage, settling(changing))),
+        (_, state) => Ok(PowerUpProgress::Waiting(stage, settling(state))),
     }
+}
+
+fn request_power_on(host: &impl StepHost) -> Result<PowerUpProgress, Halt> {
+    host.log(Level::Info, "powering the host on", &[]);
+
+    match driven("power the host on", host.set_power(PowerAction::On))? {
+        Driven::Done => Ok(PowerUpProgress::On),
+        Driven::Pending(wait) => Ok(PowerUpProgress::Waiting(PowerUp::PoweringOn, wait)),
+    }
+}
+
+fn reset(host: &impl StepHost) -> Result<PowerUpProgress, Halt> {
+    host.log(Level::Info, "resetting the host", &[]);
+    let resetting = PowerUp::Resetting {
+        since_ms: host.now_unix_ms(),
+    };
+
+    // Done only means the BMC took the reset: the host may be off for a
+    // while before it comes back, so the power state decides from here on.
+    let wait = match driven("reset the host", host.set_power(PowerAction::RebootHard))? {
+        Driven::Done => Wait::new(CONTINUE_MS, "host reset"),
+        Driven::Pending(wait) => wait,
+    };
+    Ok(PowerUpProgress::Waiting(resetting, wait))
 }
 
 /// The host's power state.
@@ -282,19 +314,47 @@ mod tests {
     }
 
     #[test]
-    fn reboot_powers_on_a_host_that_is_off_and_resets_one_that_is_on() {
+    fn reboot_powers_on_a_host_that_is_off() {
         let off = host();
         off.expect_control(Ok(Progress::Done));
-        let on = host().with_power_state(PowerState::On);
-        on.expect_control(Ok(Progress::Done));
 
         let from_off = run(&off, &context(Phase::Deploy), "reboot", None);
-        let from_on = run(&on, &context(Phase::LiveIso), "reboot", None);
 
         assert_eq!(from_off, Ok(StepOutcome::Done));
         assert_eq!(off.calls(), [HostCall::SetPower(PowerAction::On)]);
-        assert_eq!(from_on, Ok(StepOutcome::Done));
+    }
+
+    #[test]
+    fn reboot_resets_a_host_that_is_on_then_waits_until_it_is_on_again() {
+        let on = host().with_power_state(PowerState::On);
+        on.expect_control(Ok(Progress::Done));
+        let reset = requeued(run(&on, &context(Phase::LiveIso), "reboot", None));
+        let cycling = host();
+        let still_off = requeued(run(
+            &cycling,
+            &context(Phase::LiveIso),
+            "reboot",
+            Some(reset.state.clone()),
+        ));
+        let up = host().with_power_state(PowerState::On);
+        let done = run(
+            &up,
+            &context(Phase::LiveIso),
+            "reboot",
+            Some(still_off.state),
+        );
+
         assert_eq!(on.calls(), [HostCall::SetPower(PowerAction::RebootHard)]);
+        assert!(matches!(
+            reboot_stage(&reset.state),
+            PowerUp::Resetting { .. }
+        ));
+        assert!(
+            cycling.calls().is_empty(),
+            "off right after the reset: wait"
+        );
+        assert_eq!(done, Ok(StepOutcome::Done));
+        assert!(up.calls().is_empty(), "no second reset");
     }
 
     #[test]
@@ -317,23 +377,45 @@ mod tests {
             Some(second.state.clone()),
         );
 
-        assert_eq!(reboot_stage(&first.state), PowerUp::Issued);
+        assert_eq!(first.detail, "reset the host: reset requested");
+        assert_eq!(reboot_stage(&first.state), reboot_stage(&second.state));
         assert!(booting.calls().is_empty());
-        assert_eq!(reboot_stage(&second.state), PowerUp::Issued);
         assert_eq!(third, Ok(StepOutcome::Done));
         assert!(up.calls().is_empty(), "no second reset");
     }
 
     #[test]
-    fn a_host_found_off_after_the_reset_is_powered_on() {
+    fn a_host_still_off_after_the_reset_grace_is_powered_on() {
         let host = host();
+        let state = reboot_state(
+            PowerUp::Resetting {
+                since_ms: host.now_unix_ms(),
+            },
+            &host,
+        );
+        host.advance_clock(RESET_GRACE_MS);
+        host.expect_control(pending("powering on"));
+
+        let requeue = requeued(run(&host, &context(Phase::Deploy), "reboot", state));
+
+        assert_eq!(host.calls(), [HostCall::SetPower(PowerAction::On)]);
+        assert_eq!(reboot_stage(&requeue.state), PowerUp::PoweringOn);
+        assert_eq!(
+            host.logs()[0].message,
+            "the host stayed off after the reset"
+        );
+    }
+
+    #[test]
+    fn a_pending_power_on_is_asked_for_again_until_done() {
+        let host = host().with_power_state(PowerState::PoweringOn);
         host.expect_control(Ok(Progress::Done));
 
         let outcome = run(
             &host,
             &context(Phase::Deploy),
             "reboot",
-            reboot_state(PowerUp::Issued, &host),
+            reboot_state(PowerUp::PoweringOn, &host),
         );
 
         assert_eq!(outcome, Ok(StepOutcome::Done));
@@ -353,8 +435,8 @@ mod tests {
 
     #[test]
     fn reboot_fails_when_the_host_never_comes_on() {
-        let host = host().with_power_state(PowerState::PoweringOn);
-        let state = reboot_state(PowerUp::Issued, &host);
+        let host = host().with_power_state(PowerState::PoweringOff);
+        let state = reboot_state(PowerUp::Resetting { since_ms: 0 }, &host);
         host.advance_clock(600_000);
 
         let message = failure(run(&host, &context(Phase::Deploy), "reboot", state));
@@ -362,7 +444,7 @@ mod tests {
         assert_eq!(
             message,
             "the host did not power on within 600 s of the reboot (waiting for the power state \
-             to settle (now powering on)); raise driver-timeout-seconds if its BMC is slow"
+             to settle (now powering off)); raise driver-timeout-seconds if its BMC is slow"
         );
     }
 
