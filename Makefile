@@ -24,7 +24,7 @@ setup: setup-rust setup-packages setup-venv
 # WebAssembly plugins the tests load, built one crate per cargo invocation:
 # each enables one world feature of the SDK, and features unify within an
 # invocation. Tests find them under $(CARGO_TARGET_DIR)/wasm32-wasip2/plugin.
-WASM_PLUGINS := ingot-default-selector ingot-example-host-selection ingot-image-deploy-steps \
+WASM_PLUGINS := ingot-default-selector ingot-example-host-selection ingot-standard-steps \
 	ingot-plugin-redfish ingot-plugin-ipmi \
 	ingot-fixture-hostile ingot-fixture-file-reader ingot-fixture-socket-dialer ingot-fixture-bmc-escape
 

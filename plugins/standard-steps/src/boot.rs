@@ -1,0 +1,455 @@
+//! `boot-deploy-media`: boots the deploy agent from virtual media and waits
+//! until it checks in.
+//!
+//! The step moves through four stages, chaining them within one run while
+//! the call budget allows:
+//!
+//! 1. insert the deploy media as virtual CD;
+//! 2. boot once from CD, in the host's boot mode;
+//! 3. power on, or hard-reset a host that is already on;
+//! 4. wait until an agent booted during this phase checks in.
+//!
+//! Everything after the step starts is bounded by `agent-boot-timeout-seconds`.
+//! A run without state first asks whether the agent is already connected:
+//! after a lost state the step then finishes without booting the host again.
+
+use ingot_plugin_sdk::host::{Level, StepHost};
+use ingot_plugin_sdk::steps::{PhaseContext, StepOutcome};
+use ingot_plugin_sdk::types::{
+    BootDevice, BootMode, BootPersistence, BootTarget, MediaKind, VirtualMedia,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::{
+    Driven, Halt, Wait, decode_state, driven, elapsed_ms, has_budget, redact_url, seconds,
+};
+use crate::params;
+use crate::plan::StepKind;
+use crate::power::{PowerUp, PowerUpProgress, power_up};
+use crate::settings::{AGENT_BOOT_TIMEOUT, Settings};
+
+/// How often to ask whether the agent has checked in.
+const AGENT_POLL_MS: u64 = 10_000;
+
+/// What `boot-deploy-media` is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Stage {
+    /// Inserting the deploy media.
+    InsertMedia,
+    /// Setting a one-time boot from CD.
+    SetBootDevice,
+    /// Powering the host into a fresh boot.
+    PowerUp(PowerUp),
+    /// Waiting for the agent to check in.
+    AwaitAgent,
+}
+
+impl Stage {
+    /// What the stage is doing, for timeout messages.
+    fn describe(self) -> &'static str {
+        match self {
+            Self::InsertMedia => "inserting the deploy media",
+            Self::SetBootDevice => "setting the boot device to CD",
+            Self::PowerUp(_) => "powering the host up",
+            Self::AwaitAgent => "waiting for the deploy agent to check in",
+        }
+    }
+}
+
+/// State of `boot-deploy-media` between runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct BootState {
+    stage: Stage,
+    started_ms: u64,
+}
+
+/// Where one stage leaves the step.
+enum Advance {
+    /// On to this stage, in this run if the budget allows.
+    Next(Stage),
+    /// Run again after the wait, at this stage.
+    Wait(Stage, Wait),
+    /// The agent is connected.
+    Connected,
+}
+
+/// Runs `boot-deploy-media` once.
+pub fn boot_deploy_media(
+    host: &impl StepHost,
+    ctx: &PhaseContext,
+    settings: &Settings,
+    state: Option<Vec<u8>>,
+) -> Result<StepOutcome, Halt> {
+    let media = VirtualMedia {
+        image_url: params::deploy_media_url(ctx)?.to_owned(),
+        kind: MediaKind::Cd,
+    };
+    let mode = params::boot_mode(ctx)?;
+
+    let mut state = match decode_state(host, StepKind::BootDeployMedia.name(), state) {
+        Some(state) => state,
+        None if host.agent_connected() => {
+            host.log(Level::Info, "deploy agent already connected", &[]);
+            return Ok(StepOutcome::Done);
+        }
+        None => BootState {
+            stage: Stage::InsertMedia,
+            started_ms: host.now_unix_ms(),
+        },
+    };
+
+    loop {
+        let (stage, wait) = match advance(host, &media, mode, state.stage)? {
+            Advance::Connected => return Ok(StepOutcome::Done),
+            Advance::Next(stage) if has_budget(host) => {
+                state.stage = stage;
+                continue;
+            }
+            Advance::Next(stage) => (stage, Wait::to_continue()),
+            Advance::Wait(stage, wait) => (stage, wait),
+        };
+
+        let waited = elapsed_ms(host, state.started_ms);
+        if waited >= settings.agent_boot_timeout_ms {
+            return Err(Halt::Failed(timed_out(&media, mode, stage, waited)));
+        }
+        return wait.requeue(&BootState { stage, ..state });
+    }
+}
+
+fn advance(
+    host: &impl StepHost,
+    media: &VirtualMedia,
+    mode: BootMode,
+    stage: Stage,
+) -> Result<Advance, Halt> {
+    match stage {
+        Stage::InsertMedia => {
+            let answer = driven("insert the deploy media", host.insert_media(media))?;
+            if answer == Driven::Done {
+                host.log(
+                    Level::Info,
+                    "deploy media inserted",
+                    &[("url", &redact_url(&media.image_url))],
+                );
+            }
+            Ok(after(answer, stage, Stage::SetBootDevice))
+        }
+        Stage::SetBootDevice => {
+            let device = BootDevice {
+                target: BootTarget::Cd,
+                persistence: BootPersistence::Once,
+                mode,
+            };
+            let answer = driven("set a one-time boot from CD", host.set_boot_device(&device))?;
+            Ok(after(answer, stage, Stage::PowerUp(PowerUp::Request)))
+        }
+        Stage::PowerUp(power) => match power_up(host, power)? {
+            PowerUpProgress::On => Ok(Advance::Next(Stage::AwaitAgent)),
+            PowerUpProgress::Waiting(power, wait) => Ok(Advance::Wait(Stage::PowerUp(power), wait)),
+        },
+        Stage::AwaitAgent if host.agent_connected() => {
+            host.log(Level::Info, "deploy agent connected", &[]);
+            Ok(Advance::Connected)
+        }
+        Stage::AwaitAgent => Ok(Advance::Wait(
+            stage,
+            Wait::new(AGENT_POLL_MS, "waiting for the deploy agent to check in"),
+        )),
+    }
+}
+
+/// The advance after a driver request: the next stage once done.
+fn after(answer: Driven, stage: Stage, next: Stage) -> Advance {
+    match answer {
+        Driven::Done => Advance::Next(next),
+        Driven::Pending(wait) => Advance::Wait(stage, wait),
+    }
+}
+
+fn timed_out(media: &VirtualMedia, mode: BootMode, stage: Stage, waited_ms: u64) -> String {
+    let mode = match mode {
+        BootMode::Uefi => "UEFI",
+        BootMode::Legacy => "legacy",
+    };
+
+    format!(
+        "the deploy agent did not check in within {} s of booting the deploy media {} (still {}); \
+         check that the host boots virtual media in {mode} mode and that the agent reaches the operator, \
+         or raise {AGENT_BOOT_TIMEOUT}",
+        seconds(waited_ms),
+        redact_url(&media.image_url),
+        stage.describe()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{MEDIA_URL, context, failure, host, requeued, run, set_parameter};
+    use ingot_plugin_sdk::host::{ControlError, Host};
+    use ingot_plugin_sdk::mock::{HostCall, MockHost};
+    use ingot_plugin_sdk::steps::{Phase, StepError};
+    use ingot_plugin_sdk::types::{Pending, PowerAction, PowerState, Progress};
+
+    const STEP: &str = "boot-deploy-media";
+
+    fn stage_of(state: &[u8]) -> Stage {
+        serde_json::from_slice::<BootState>(state)
+            .expect("boot state")
+            .stage
+    }
+
+    fn state_at(stage: Stage, host: &MockHost) -> Option<Vec<u8>> {
+        let state = BootState {
+            stage,
+            started_ms: host.now_unix_ms(),
+        };
+        Some(serde_json::to_vec(&state).expect("encodes"))
+    }
+
+    fn pending(detail: &str) -> Result<Progress, ControlError> {
+        Ok(Progress::InProgress(Pending {
+            requeue_after_ms: 2_000,
+            detail: detail.into(),
+        }))
+    }
+
+    fn deploy_media() -> HostCall {
+        HostCall::InsertMedia(VirtualMedia {
+            image_url: MEDIA_URL.into(),
+            kind: MediaKind::Cd,
+        })
+    }
+
+    fn boot_once_from_cd(mode: BootMode) -> HostCall {
+        HostCall::SetBootDevice(BootDevice {
+            target: BootTarget::Cd,
+            persistence: BootPersistence::Once,
+            mode,
+        })
+    }
+
+    #[test]
+    fn a_first_run_inserts_the_media_boots_once_from_cd_and_powers_on() {
+        let host = host();
+        for _ in 0..3 {
+            host.expect_control(Ok(Progress::Done));
+        }
+
+        let requeue = requeued(run(&host, &context(Phase::Inspect), STEP, None));
+
+        assert_eq!(
+            host.calls(),
+            [
+                deploy_media(),
+                boot_once_from_cd(BootMode::Uefi),
+                HostCall::SetPower(PowerAction::On)
+            ]
+        );
+        assert_eq!(stage_of(&requeue.state), Stage::AwaitAgent);
+        assert_eq!(requeue.detail, "waiting for the deploy agent to check in");
+        host.assert_done();
+    }
+
+    #[test]
+    fn a_host_already_on_is_reset_into_the_media_in_its_boot_mode() {
+        let host = host().with_power_state(PowerState::On);
+        for _ in 0..3 {
+            host.expect_control(Ok(Progress::Done));
+        }
+        let mut ctx = context(Phase::Deploy);
+        set_parameter(&mut ctx, params::BOOT_MODE, "legacy");
+
+        requeued(run(&host, &ctx, STEP, None));
+
+        assert_eq!(host.calls()[1], boot_once_from_cd(BootMode::Legacy));
+        assert_eq!(host.calls()[2], HostCall::SetPower(PowerAction::RebootHard));
+        host.assert_done();
+    }
+
+    #[test]
+    fn the_step_polls_until_the_agent_checks_in() {
+        let waiting = host();
+        let polled = requeued(run(
+            &waiting,
+            &context(Phase::Inspect),
+            STEP,
+            state_at(Stage::AwaitAgent, &waiting),
+        ));
+        let connected = host().with_agent_connected();
+        let done = run(
+            &connected,
+            &context(Phase::Inspect),
+            STEP,
+            state_at(Stage::AwaitAgent, &connected),
+        );
+
+        assert_eq!(stage_of(&polled.state), Stage::AwaitAgent);
+        assert_eq!(polled.after_ms, AGENT_POLL_MS);
+        assert!(waiting.calls().is_empty(), "polling touches no driver");
+        assert_eq!(done, Ok(StepOutcome::Done));
+    }
+
+    #[test]
+    fn the_agent_boot_times_out_with_an_actionable_message() {
+        let host = host();
+        let state = state_at(Stage::AwaitAgent, &host);
+        host.advance_clock(600_000);
+
+        let message = failure(run(&host, &context(Phase::Deploy), STEP, state));
+
+        assert_eq!(
+            message,
+            "the deploy agent did not check in within 600 s of booting the deploy media \
+             http://media.lab/deploy.iso (still waiting for the deploy agent to check in); \
+             check that the host boots virtual media in UEFI mode and that the agent reaches \
+             the operator, or raise agent-boot-timeout-seconds"
+        );
+        assert!(!message.contains("s3cr3t"), "the media token stays out");
+    }
+
+    #[test]
+    fn the_agent_boot_timeout_is_configurable() {
+        let host = host().with_config(crate::settings::AGENT_BOOT_TIMEOUT, "60");
+        let state = state_at(Stage::AwaitAgent, &host);
+        host.advance_clock(59_999);
+
+        let before = requeued(run(&host, &context(Phase::Inspect), STEP, state.clone()));
+        host.advance_clock(1);
+        let after = failure(run(&host, &context(Phase::Inspect), STEP, state));
+
+        assert_eq!(stage_of(&before.state), Stage::AwaitAgent);
+        assert!(after.contains("within 60 s"), "{after}");
+    }
+
+    #[test]
+    fn media_still_being_inserted_is_asked_for_again() {
+        let slow = host();
+        slow.expect_control(pending("downloading"));
+        let first = requeued(run(&slow, &context(Phase::Inspect), STEP, None));
+        let next = host();
+        for _ in 0..3 {
+            next.expect_control(Ok(Progress::Done));
+        }
+        let second = requeued(run(
+            &next,
+            &context(Phase::Inspect),
+            STEP,
+            Some(first.state.clone()),
+        ));
+
+        assert_eq!(stage_of(&first.state), Stage::InsertMedia);
+        assert_eq!(first.after_ms, 2_000);
+        assert_eq!(first.detail, "insert the deploy media: downloading");
+        assert_eq!(next.calls()[0], deploy_media());
+        assert_eq!(stage_of(&second.state), Stage::AwaitAgent);
+    }
+
+    #[test]
+    fn without_call_budget_the_step_stops_between_requests() {
+        let host = MockHost::new();
+        host.set_deadline_remaining_ms(1_000);
+        host.expect_control(Ok(Progress::Done));
+
+        let requeue = requeued(run(&host, &context(Phase::Inspect), STEP, None));
+
+        assert_eq!(host.calls(), [deploy_media()]);
+        assert_eq!(stage_of(&requeue.state), Stage::SetBootDevice);
+        host.assert_done();
+    }
+
+    #[test]
+    fn a_pending_power_on_is_never_followed_by_a_reset() {
+        let powering = host();
+        powering.expect_control(pending("powering on"));
+        let first = requeued(run(
+            &powering,
+            &context(Phase::Inspect),
+            STEP,
+            state_at(Stage::PowerUp(PowerUp::Request), &powering),
+        ));
+        let on = host().with_power_state(PowerState::On);
+        let second = requeued(run(
+            &on,
+            &context(Phase::Inspect),
+            STEP,
+            Some(first.state.clone()),
+        ));
+
+        assert_eq!(powering.calls(), [HostCall::SetPower(PowerAction::On)]);
+        assert_eq!(stage_of(&first.state), Stage::PowerUp(PowerUp::PoweringOn));
+        assert!(on.calls().is_empty(), "the host is on: no reset");
+        assert_eq!(stage_of(&second.state), Stage::AwaitAgent);
+    }
+
+    #[test]
+    fn a_power_state_in_transition_is_waited_out() {
+        let host = host().with_power_state(PowerState::PoweringOff);
+
+        let requeue = requeued(run(
+            &host,
+            &context(Phase::Inspect),
+            STEP,
+            state_at(Stage::PowerUp(PowerUp::Request), &host),
+        ));
+
+        assert!(host.calls().is_empty());
+        assert_eq!(stage_of(&requeue.state), Stage::PowerUp(PowerUp::Request));
+        assert_eq!(
+            requeue.detail,
+            "waiting for the power state to settle (now powering off)"
+        );
+    }
+
+    #[test]
+    fn a_lost_state_after_the_agent_checked_in_does_not_boot_again() {
+        let host = host().with_agent_connected();
+
+        let outcome = run(&host, &context(Phase::Deprovision), STEP, None);
+
+        assert_eq!(outcome, Ok(StepOutcome::Done));
+        assert!(host.calls().is_empty());
+    }
+
+    #[test]
+    fn a_lost_state_before_the_agent_checked_in_starts_the_boot_over() {
+        let host = host();
+        for _ in 0..3 {
+            host.expect_control(Ok(Progress::Done));
+        }
+
+        let requeue = requeued(run(
+            &host,
+            &context(Phase::Deploy),
+            STEP,
+            Some(b"garbage".to_vec()),
+        ));
+
+        assert_eq!(host.calls()[0], deploy_media());
+        assert_eq!(stage_of(&requeue.state), Stage::AwaitAgent);
+    }
+
+    #[test]
+    fn drivers_without_virtual_media_fail_the_phase_and_driver_errors_are_retried() {
+        let unsupported = host();
+        unsupported.expect_control(Err(ControlError::NotSupported("virtual media".into())));
+        let broken = host();
+        broken.expect_control(Err(ControlError::Driver("BMC unreachable".into())));
+
+        let message = failure(run(&unsupported, &context(Phase::Inspect), STEP, None));
+        let error = run(&broken, &context(Phase::Inspect), STEP, None);
+
+        assert_eq!(
+            message,
+            "cannot insert the deploy media: the host's BMC driver does not support it (virtual media)"
+        );
+        assert_eq!(
+            error,
+            Err(StepError::Transient(
+                "could not insert the deploy media: BMC unreachable".into()
+            ))
+        );
+    }
+}
