@@ -9,9 +9,11 @@
 //! partition and a root partition holding recognisable data, as raw and as qcow2 (converted
 //! with `qemu-img`).
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
@@ -63,11 +65,44 @@ pub struct GeneratedImages {
     pub qcow2: PathBuf,
 }
 
-/// Router serving `dir` under `/images`.
-pub fn router(dir: PathBuf) -> axum::Router {
+/// The image server's directory, and how often each image was downloaded in full or in part
+/// (each download is one image write by a deploy agent).
+#[derive(Debug)]
+pub struct ImageStore {
+    dir: PathBuf,
+    downloads: Mutex<HashMap<String, u64>>,
+}
+
+impl ImageStore {
+    /// A store serving `dir`.
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            downloads: Mutex::default(),
+        }
+    }
+
+    /// How many times the image `name` was served.
+    pub fn downloads(&self, name: &str) -> u64 {
+        self.lock().get(name).copied().unwrap_or_default()
+    }
+
+    fn count(&self, name: &str) {
+        *self.lock().entry(name.to_owned()).or_default() += 1;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+        self.downloads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Router serving the store under `/images`.
+pub fn router(store: Arc<ImageStore>) -> axum::Router {
     axum::Router::new()
         .route("/images/{name}", get(serve).put(upload))
-        .with_state(dir)
+        .with_state(store)
 }
 
 /// Rejects names that could leave the directory.
@@ -80,12 +115,14 @@ fn safe_name(name: &str) -> Option<&str> {
     ok.then_some(name)
 }
 
-async fn serve(State(dir): State<PathBuf>, UrlPath(name): UrlPath<String>) -> Response {
+async fn serve(State(store): State<Arc<ImageStore>>, UrlPath(name): UrlPath<String>) -> Response {
     let Some(name) = safe_name(&name) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
+    let dir = &store.dir;
     let path = dir.join(name);
     if let Ok(file) = tokio::fs::File::open(&path).await {
+        store.count(name);
         let len = file.metadata().await.map(|m| m.len()).unwrap_or_default();
         let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
         return ([(header::CONTENT_LENGTH, len.to_string())], body).into_response();
@@ -103,14 +140,14 @@ async fn serve(State(dir): State<PathBuf>, UrlPath(name): UrlPath<String>) -> Re
 }
 
 async fn upload(
-    State(dir): State<PathBuf>,
+    State(store): State<Arc<ImageStore>>,
     UrlPath(name): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> StatusCode {
     let Some(name) = safe_name(&name) else {
         return StatusCode::BAD_REQUEST;
     };
-    match tokio::fs::write(dir.join(name), &body).await {
+    match tokio::fs::write(store.dir.join(name), &body).await {
         Ok(()) => StatusCode::CREATED,
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -88,6 +88,7 @@ pub struct Lab {
     machines: Vec<Arc<Machine>>,
     url: String,
     image_dir: PathBuf,
+    images: Arc<images::ImageStore>,
     server: tokio::task::JoinHandle<()>,
     ipmi: Vec<(String, SocketAddr, tokio::task::JoinHandle<()>)>,
 }
@@ -118,8 +119,9 @@ impl Lab {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
+        let images = Arc::new(images::ImageStore::new(image_dir.clone()));
         let app = redfish::router(machines.clone(), config.credentials.clone())
-            .merge(images::router(image_dir.clone()))
+            .merge(images::router(images.clone()))
             .merge(control_router(machines.clone()));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -146,6 +148,7 @@ impl Lab {
             machines,
             url: format!("http://{address}"),
             image_dir,
+            images,
             server,
             ipmi,
         })
@@ -172,6 +175,11 @@ impl Lab {
     /// Directory the image server serves.
     pub fn image_dir(&self) -> &std::path::Path {
         &self.image_dir
+    }
+
+    /// How many times the image server served the image `name` (one per image write).
+    pub fn image_downloads(&self, name: &str) -> u64 {
+        self.images.downloads(name)
     }
 
     /// The machines.

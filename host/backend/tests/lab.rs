@@ -1,0 +1,437 @@
+//! The host controller with the plugin backend against the virtual lab: real Redfish driver and
+//! standard-steps components, the real deploy agent on simulated machines, the embedded API
+//! server. A host registers, is inspected by the agent, becomes available, gets an image
+//! written to its disk, boots it, and is cleaned again; an operator killed in the middle of
+//! the image write resumes without writing the image twice.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ingot_agent_api::{AgentApiConfig, CertificateAuthority};
+use ingot_api::metal3::{BareMetalHost, HardwareData, ProvisioningState};
+use ingot_apiserver::{ApiServerBuilder, RunningApiServer};
+use ingot_backend::{BackendConfig, PluginBackend};
+use ingot_lab::machine::Activity;
+use ingot_lab::profile::Profile;
+use ingot_lab::{Credentials, Lab, LabConfig};
+use ingot_operator::backoff::FixedJitter;
+use ingot_operator::controller::{self, Context};
+use ingot_operator::metrics::Metrics;
+use ingot_operator::state_machine::Settings;
+use ingot_plugin_host::drivers::REDFISH_DRIVER;
+use ingot_plugin_host::limits::{FailurePolicy, GuardSettings, Limits};
+use ingot_plugin_host::registry::{PluginSpec, Registry};
+use ingot_plugin_host::routing::{BuiltinRouting, STANDARD_STEPS};
+use ingot_plugin_host::runtime::{Runtime, RuntimeConfig};
+use ingot_plugin_host::source::{Fetcher, PluginSource};
+use ingot_plugin_host::world::World;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{conditions, wait::await_condition};
+use kube::{Client, CustomResourceExt, ResourceExt};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+const NAMESPACE: &str = "default";
+const USER: &str = "admin";
+const PASSWORD: &str = "lab-password";
+const IMAGE: &str = "lab-os";
+const IMAGE_BYTES: u64 = 64 << 20;
+const WAIT: Duration = Duration::from_secs(240);
+
+/// The `.wasm` of plugin crate `crate_name`, as built by `make plugins`.
+fn wasm_path(crate_name: &str) -> PathBuf {
+    let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let file = format!("{}.wasm", crate_name.replace('-', "_"));
+    let path = target_dir.join("wasm32-wasip2").join("plugin").join(file);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make plugins` (with the same CARGO_TARGET_DIR) before the tests",
+        path.display()
+    );
+    path
+}
+
+async fn registry() -> Arc<Registry> {
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ingot-plugin-cache")),
+        ..RuntimeConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let registry = Registry::new(
+        Arc::new(runtime),
+        Fetcher::new(reqwest::Client::new()),
+        GuardSettings::default(),
+    );
+    for (name, crate_name, world) in [
+        (REDFISH_DRIVER, "ingot-plugin-redfish", World::BmcDriver),
+        (
+            STANDARD_STEPS,
+            "ingot-standard-steps",
+            World::ProvisioningSteps,
+        ),
+    ] {
+        let spec = PluginSpec {
+            source: PluginSource::File {
+                path: wasm_path(crate_name),
+                sha256: None,
+            },
+            world: Some(world),
+            config: vec![("agent-boot-timeout-seconds".into(), "120".into())],
+            limits: Limits::default(),
+            failure_policy: FailurePolicy::Fail,
+        };
+        registry
+            .load(name, spec)
+            .await
+            .unwrap_or_else(|e| panic!("loading {name}: {e}"));
+    }
+    Arc::new(registry)
+}
+
+/// Everything but the operator, which tests start, kill and restart.
+struct Site {
+    client: Client,
+    lab: Lab,
+    registry: Arc<Registry>,
+    agent_ca: CertificateAuthority,
+    agent_listen: SocketAddr,
+    dir: tempfile::TempDir,
+    _server: RunningApiServer,
+}
+
+/// A running operator: the plugin backend and the host controller.
+struct Operator {
+    backend: PluginBackend,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Site {
+    async fn start() -> Site {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let server = ApiServerBuilder::new(&dir.path().join("apiserver"))
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("API server: {e}"));
+        let client = server.client().await.unwrap_or_else(|e| panic!("{e}"));
+        install_crds(&client).await;
+
+        let agent_ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
+        let lab = start_lab(dir.path(), &agent_ca.cert_pem).await;
+        ingot_lab::images::generate(lab.image_dir(), IMAGE, IMAGE_BYTES)
+            .unwrap_or_else(|e| panic!("image: {e}"));
+
+        Site {
+            client,
+            lab,
+            registry: registry().await,
+            agent_ca,
+            agent_listen: free_port(),
+            dir,
+            _server: server,
+        }
+    }
+
+    /// Starts an operator; its state directory survives restarts, as a volume would.
+    async fn start_operator(&self) -> Operator {
+        let backend = PluginBackend::start(BackendConfig {
+            registry: self.registry.clone(),
+            routing: Arc::new(BuiltinRouting),
+            agent_api: AgentApiConfig {
+                listen: self.agent_listen,
+                server_names: vec!["127.0.0.1".into()],
+                advertised_url: None,
+                ca: self.agent_ca.clone(),
+            },
+            state_dir: Some(self.dir.path().join("operator")),
+            max_busy_hosts: 4,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("backend: {e}"));
+
+        let settings = Settings {
+            max_provisioning_retries: 2,
+            jitter: Arc::new(FixedJitter(0.0)),
+        };
+        let mut context = Context::new(
+            self.client.clone(),
+            backend.clone(),
+            settings,
+            Arc::new(Metrics::new()),
+            "lab-test",
+        );
+        context.max_requeue = Some(Duration::from_millis(500));
+        context.reconcile_timeout = Duration::from_secs(60);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(controller::run(Arc::new(context), 4, async move {
+            let _ = stopped.await;
+        }));
+        Operator {
+            backend,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn hosts(&self) -> Api<BareMetalHost> {
+        Api::namespaced(self.client.clone(), NAMESPACE)
+    }
+
+    async fn create_host(&self, name: &str, machine: &str) {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": format!("{name}-bmc")},
+            "stringData": {"username": USER, "password": PASSWORD},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap_or_else(|e| panic!("secret: {e}"));
+
+        let host: BareMetalHost = serde_json::from_value(json!({
+            "apiVersion": "metal3.io/v1alpha1",
+            "kind": "BareMetalHost",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "online": true,
+                "bootMACAddress": self.boot_mac(machine),
+                "bmc": {
+                    "address": self.lab.bmc_address(machine).replacen("redfish+", "redfish-virtualmedia+", 1),
+                    "credentialsName": format!("{name}-bmc"),
+                },
+            },
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        self.hosts()
+            .create(&PostParams::default(), &host)
+            .await
+            .unwrap_or_else(|e| panic!("host: {e}"));
+    }
+
+    fn machine(&self, id: &str) -> Arc<ingot_lab::machine::Machine> {
+        self.lab
+            .machines()
+            .iter()
+            .find(|machine| machine.id == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no lab machine {id}"))
+    }
+
+    fn boot_mac(&self, machine: &str) -> String {
+        self.machine(machine)
+            .details()
+            .nics
+            .iter()
+            .find(|nic| nic.pxe)
+            .map(|nic| nic.mac.clone())
+            .unwrap_or_else(|| panic!("{machine} has no PXE NIC"))
+    }
+
+    fn image_url(&self) -> String {
+        format!("{}/images/{IMAGE}.raw", self.lab.url())
+    }
+
+    async fn set_image(&self, name: &str, image: serde_json::Value) {
+        self.hosts()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"image": image}})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("patch image: {e}"));
+    }
+
+    async fn wait_for(&self, name: &str, wanted: ProvisioningState) -> BareMetalHost {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let host = self.hosts().get(name).await.ok();
+            let status = host.as_ref().and_then(|host| host.status.clone());
+            if let Some(status) = &status
+                && status.provisioning.state == wanted
+            {
+                return host.unwrap_or_else(|| panic!("host {name} vanished"));
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} did not reach {wanted:?}; last status: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Waits until the machine runs a phase step whose agent command has started.
+    async fn wait_for_step(&self, operator: &Operator, name: &str, step: &str) {
+        let uid = self
+            .hosts()
+            .get(name)
+            .await
+            .map(|host| host.uid().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let run = operator.backend.record(&uid).and_then(|record| record.run);
+            let current = run
+                .as_ref()
+                .and_then(|run| run.current_step().map(|s| s.name.clone()));
+            if current.as_deref() == Some(step) && run.is_some_and(|run| run.state.is_some()) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} never ran {step}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Operator {
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+
+    /// Ends the operator at once, as SIGKILL would: nothing is flushed or handed over.
+    fn kill(self) {
+        self.task.abort();
+    }
+}
+
+async fn start_lab(dir: &Path, agent_ca_pem: &str) -> Lab {
+    let mut profile = Profile {
+        power_delay_ms: 50,
+        ..Profile::default()
+    };
+    profile.disks[0].size_gib = 1;
+    let config = LabConfig {
+        machines: 2,
+        profile,
+        dir: dir.join("lab"),
+        listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        credentials: Credentials {
+            username: USER.into(),
+            password: PASSWORD.into(),
+        },
+        ipmi: false,
+        trusted_ca_pem: Some(agent_ca_pem.to_owned()),
+    };
+    Lab::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("lab: {e}"))
+}
+
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [BareMetalHost::crd(), HardwareData::crd()] {
+        let name = crd.name_any();
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .unwrap_or_else(|e| panic!("CRD {name}: {e}"));
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("CRD {name} not established: {e}"))
+        .unwrap_or_else(|e| panic!("CRD {name}: {e}"));
+    }
+}
+
+/// The first bytes of the machine's root disk.
+fn disk_head(machine: &ingot_lab::machine::Machine) -> Vec<u8> {
+    let path = machine
+        .hardware
+        .disk_files
+        .values()
+        .next()
+        .unwrap_or_else(|| panic!("{} has no disk", machine.id));
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{e}"));
+    bytes[..4096.min(bytes.len())].to_vec()
+}
+
+fn image_head(site: &Site) -> Vec<u8> {
+    let bytes = std::fs::read(site.lab.image_dir().join(format!("{IMAGE}.raw")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    bytes[..4096].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_is_inspected_provisioned_and_cleaned_through_the_plugins() {
+    let site = Site::start().await;
+    let operator = site.start_operator().await;
+    site.create_host("node-0", "lab-0").await;
+
+    let available = site.wait_for("node-0", ProvisioningState::Available).await;
+    let hardware = available.status.and_then(|status| status.hardware);
+    let disks = hardware
+        .and_then(|hardware| hardware.storage)
+        .unwrap_or_default();
+    assert!(!disks.is_empty(), "inspection found no disk");
+
+    site.set_image("node-0", json!({"url": site.image_url(), "checksum": format!("{}.sha256sum", site.image_url()), "checksumType": "sha256"})).await;
+    site.wait_for("node-0", ProvisioningState::Provisioned)
+        .await;
+    let machine = site.machine("lab-0");
+    assert_eq!(
+        disk_head(&machine),
+        image_head(&site),
+        "the disk does not hold the image"
+    );
+    assert!(
+        matches!(machine.status().activity, Activity::BootedFromDisk { .. }),
+        "the machine did not boot the image: {:?}",
+        machine.status().activity
+    );
+
+    site.set_image("node-0", serde_json::Value::Null).await;
+    site.wait_for("node-0", ProvisioningState::Available).await;
+    assert_ne!(
+        disk_head(&machine),
+        image_head(&site),
+        "cleaning left the partition table"
+    );
+    assert_eq!(site.lab.image_downloads(&format!("{IMAGE}.raw")), 1);
+
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_killed_while_writing_the_image_resumes_without_writing_it_again() {
+    let site = Site::start().await;
+    let operator = site.start_operator().await;
+    site.create_host("node-1", "lab-1").await;
+    site.wait_for("node-1", ProvisioningState::Available).await;
+
+    site.set_image("node-1", json!({"url": site.image_url()}))
+        .await;
+    site.wait_for_step(&operator, "node-1", "write-image").await;
+    operator.kill();
+    let restarted = site.start_operator().await;
+
+    site.wait_for("node-1", ProvisioningState::Provisioned)
+        .await;
+    assert_eq!(disk_head(&site.machine("lab-1")), image_head(&site));
+    assert_eq!(site.lab.image_downloads(&format!("{IMAGE}.raw")), 1);
+
+    restarted.stop().await;
+}
