@@ -120,7 +120,7 @@ impl Site {
             .with_test_writer()
             .try_init();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let server = ApiServerBuilder::new(&dir.path().join("apiserver"))
+        let server = ApiServerBuilder::new(dir.path().join("apiserver"))
             .start()
             .await
             .unwrap_or_else(|e| panic!("API server: {e}"));
