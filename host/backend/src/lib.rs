@@ -22,19 +22,28 @@ mod phases;
 pub mod records;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
-use ingot_agent_api::{AgentApi, AgentApiConfig, Snapshot};
+use ingot_agent_api::{AgentApi, AgentApiConfig, CertificateAuthority, Snapshot};
 use ingot_operator::events::EventSink;
 use ingot_operator::provisioner::{HostData, ProvisionerError, ProvisionerFactory};
+use ingot_plugin_host::limits::GuardSettings;
 use ingot_plugin_host::registry::Registry;
 use ingot_plugin_host::routing::{HostFacts, Routing};
+use ingot_plugin_host::runtime::{Runtime, RuntimeConfig};
+use ingot_plugin_host::source::Fetcher;
 
 pub use host::HostProvisioner;
 pub use links::{AgentLink, DeployExtras, Driver, DriverFailure};
 pub use records::{HostRecord, Records, RecordsError};
+
+/// File in the state directory holding the agent API's certificate authority.
+const AUTHORITY_FILE: &str = "agent-ca.json";
+
+/// Directory in the state directory holding compiled plugins.
+const PLUGIN_CACHE_DIR: &str = "plugin-cache";
 
 /// File in the state directory holding the agent API's hosts and commands.
 const AGENT_SNAPSHOT_FILE: &str = "agent-api.json";
@@ -63,6 +72,21 @@ pub enum BackendError {
     /// The agent API could not start.
     #[error("cannot start the deploy agent API")]
     AgentApi(#[from] ingot_agent_api::Error),
+    /// The agent API's certificate authority could not be loaded or created.
+    #[error("cannot use the agent API certificate authority {path}")]
+    Authority {
+        /// The file holding it.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The plugin runtime could not start.
+    #[error("cannot start the plugin runtime")]
+    Runtime(#[from] ingot_plugin_host::runtime::RuntimeError),
+    /// The HTTP client fetching plugins could not be built.
+    #[error("cannot build the HTTP client that fetches plugins")]
+    PluginClient(#[source] reqwest::Error),
 }
 
 /// How to run the backend.
@@ -198,7 +222,64 @@ impl ProvisionerFactory for PluginBackend {
     }
 }
 
-fn read_snapshot(path: &std::path::Path) -> Result<Snapshot, BackendError> {
+/// The certificate authority of the agent API, kept in `state_dir` so that agents booted before
+/// a restart still trust the restarted API; created on first use.
+///
+/// # Errors
+/// [`BackendError::Authority`] when the file cannot be read, parsed or written.
+pub fn load_or_create_authority(state_dir: &Path) -> Result<CertificateAuthority, BackendError> {
+    let path = state_dir.join(AUTHORITY_FILE);
+    let error = |source: Box<dyn std::error::Error + Send + Sync>| BackendError::Authority {
+        path: path.clone(),
+        source,
+    };
+
+    match std::fs::read(&path) {
+        Ok(bytes) => return serde_json::from_slice(&bytes).map_err(|e| error(e.into())),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(error(e.into())),
+        Err(_) => {}
+    }
+    let authority = CertificateAuthority::generate().map_err(|e| error(e.into()))?;
+    let bytes = serde_json::to_vec(&authority).map_err(|e| error(e.into()))?;
+    std::fs::create_dir_all(state_dir).map_err(|e| error(e.into()))?;
+    write_private(&path, &bytes).map_err(|e| error(e.into()))?;
+    Ok(authority)
+}
+
+/// A plugin registry over a fresh runtime, caching compiled plugins in `state_dir` when given.
+///
+/// # Errors
+/// [`BackendError`] when the runtime or its HTTP client cannot be set up.
+pub fn plugin_registry(state_dir: Option<&Path>) -> Result<Arc<Registry>, BackendError> {
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: state_dir.map(|dir| dir.join(PLUGIN_CACHE_DIR)),
+        ..RuntimeConfig::default()
+    })?;
+    let client = reqwest::Client::builder()
+        .build()
+        .map_err(BackendError::PluginClient)?;
+    Ok(Arc::new(Registry::new(
+        Arc::new(runtime),
+        Fetcher::new(client),
+        GuardSettings::default(),
+    )))
+}
+
+/// Writes a file only its owner can read: it holds a private key.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+fn read_snapshot(path: &Path) -> Result<Snapshot, BackendError> {
     let error = |source: Box<dyn std::error::Error + Send + Sync>| BackendError::Snapshot {
         path: path.to_owned(),
         source,
@@ -226,8 +307,42 @@ async fn persist_snapshots(agent: Weak<AgentApi>, path: PathBuf) {
     }
 }
 
-fn write_snapshot(path: &std::path::Path, snapshot: &Snapshot) -> std::io::Result<()> {
+fn write_snapshot(path: &Path, snapshot: &Snapshot) -> std::io::Result<()> {
     let temporary = path.with_extension("json.tmp");
     std::fs::write(&temporary, serde_json::to_vec(snapshot)?)?;
     std::fs::rename(&temporary, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn the_authority_survives_a_restart_and_only_its_owner_reads_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+
+        let first = load_or_create_authority(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let again = load_or_create_authority(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+
+        assert_eq!(first, again);
+        let mode = std::fs::metadata(dir.path().join(AUTHORITY_FILE))
+            .map(|metadata| metadata.permissions().mode() & 0o777)
+            .unwrap_or_default();
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_damaged_authority_file_is_named() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join(AUTHORITY_FILE), b"garbage")
+            .unwrap_or_else(|e| panic!("{e}"));
+
+        let error = load_or_create_authority(dir.path())
+            .err()
+            .map(|e| e.to_string());
+
+        assert!(error.is_some_and(|text| text.contains(AUTHORITY_FILE)));
+    }
 }
