@@ -330,7 +330,7 @@ impl Runtime {
         let setup = CallSetup {
             plugin: plugin.name.clone(),
             digest: plugin.digest.clone(),
-            config: plugin.config.clone(),
+            config: merged_config(&plugin.config, &scope.config_overrides),
             limits: plugin.limits.clone(),
             scope,
             shared: self.shared.clone(),
@@ -353,6 +353,21 @@ impl Runtime {
 
         (store, output)
     }
+}
+
+/// The plugin's configuration with a call's overrides on top; shared
+/// without copying when there are none, the common case.
+fn merged_config(
+    own: &Arc<Vec<(String, String)>>,
+    overrides: &[(String, String)],
+) -> Arc<Vec<(String, String)>> {
+    if overrides.is_empty() {
+        return own.clone();
+    }
+
+    let overridden = |key: &String| overrides.iter().any(|(name, _)| name == key);
+    let kept = own.iter().filter(|(key, _)| !overridden(key)).cloned();
+    Arc::new(kept.chain(overrides.iter().cloned()).collect())
 }
 
 /// A linker with the granted WASI subset and the world's host interfaces.
@@ -650,5 +665,38 @@ impl CallState {
             address: bmc.address.clone(),
             boot_mac_address: bmc.boot_mac_address.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn overrides_replace_their_keys_and_keep_the_rest() {
+        let own = Arc::new(pairs(&[("spread-weight", "10"), ("site", "par1")]));
+
+        let merged = merged_config(&own, &pairs(&[("spread-weight", "1"), ("rack", "r2")]));
+
+        assert_eq!(
+            *merged,
+            pairs(&[("site", "par1"), ("spread-weight", "1"), ("rack", "r2")])
+        );
+    }
+
+    #[test]
+    fn without_overrides_the_plugin_configuration_is_shared() {
+        let own = Arc::new(pairs(&[("site", "par1")]));
+
+        let merged = merged_config(&own, &[]);
+
+        assert!(Arc::ptr_eq(&own, &merged));
     }
 }

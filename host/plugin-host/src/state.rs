@@ -66,6 +66,25 @@ pub struct CallScope {
     pub control: Option<Arc<dyn HostControl>>,
     /// The deploy agent, for step plugins.
     pub agent: Option<Arc<dyn DeployAgent>>,
+    /// Configuration for this call merged over the plugin's own: a key
+    /// listed here replaces the plugin's value, other keys keep it (a
+    /// `HostPolicy` binding's `config`).
+    pub config_overrides: Vec<(String, String)>,
+}
+
+/// Share of the call budget kept free after the last BMC exchange, and its
+/// bounds.
+const IO_MARGIN_SHARE: u32 = 10;
+const IO_MARGIN_MIN: Duration = Duration::from_millis(50);
+const IO_MARGIN_MAX: Duration = Duration::from_secs(2);
+
+/// When BMC exchanges must end: a margin before the call deadline, so a
+/// stalled BMC gives the plugin a typed transport timeout with time left
+/// to turn it into a driver error, instead of the runtime ending the whole
+/// call as a plugin timeout.
+fn io_deadline(deadline: Instant, budget: Duration) -> Instant {
+    let margin = (budget / IO_MARGIN_SHARE).clamp(IO_MARGIN_MIN, IO_MARGIN_MAX);
+    deadline.checked_sub(margin).unwrap_or(deadline)
 }
 
 /// A capability the plugin tried to use without a grant.
@@ -93,6 +112,7 @@ pub struct CallState {
     config: Arc<Vec<(String, String)>>,
     limits: Limits,
     deadline: Instant,
+    io_deadline: Instant,
     scope: CallScope,
     shared: Arc<Shared>,
     datagram: Option<DatagramChannel>,
@@ -142,6 +162,7 @@ impl CallState {
             plugin: setup.plugin,
             digest: setup.digest,
             config: setup.config,
+            io_deadline: io_deadline(deadline, setup.limits.timeout()),
             limits: setup.limits,
             deadline,
             scope: setup.scope,
@@ -199,7 +220,7 @@ impl CallState {
             plugin: &self.plugin,
             target,
             credentials: bmc.credentials.as_deref(),
-            deadline: self.deadline,
+            deadline: self.io_deadline,
             response_cap: self.limits.response_bytes,
         }
     }
@@ -401,7 +422,7 @@ impl bmc_datagram::Host for CallState {
         timeout_ms: u32,
     ) -> Result<Result<Option<Vec<u8>>, TransportError>> {
         self.bmc("bmc-datagram")?;
-        let deadline = self.deadline;
+        let deadline = self.io_deadline;
         let Some(channel) = self.datagram.as_mut() else {
             return Ok(Err(TransportError::Other("no datagram channel".into())));
         };
@@ -612,5 +633,26 @@ impl ResourceLimiter for CallLimiter {
 
     fn memories(&self) -> usize {
         10
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn margin(budget: Duration) -> Duration {
+        let deadline = Instant::now() + budget;
+        deadline - io_deadline(deadline, budget)
+    }
+
+    #[test]
+    fn exchanges_end_a_tenth_of_the_budget_before_the_deadline() {
+        assert_eq!(margin(Duration::from_secs(3)), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn the_margin_is_bounded() {
+        assert_eq!(margin(Duration::from_millis(100)), IO_MARGIN_MIN);
+        assert_eq!(margin(Duration::from_secs(300)), IO_MARGIN_MAX);
     }
 }

@@ -138,7 +138,8 @@ pub struct HttpCall<'a> {
     pub target: &'a HttpTarget,
     /// The BMC credentials, if the host has them.
     pub credentials: Option<&'a BmcCredentials>,
-    /// When the call's budget runs out.
+    /// When the exchange must have ended: ahead of the call's own deadline,
+    /// so the plugin can still report a timeout as its own error.
     pub deadline: Instant,
     /// Response size cap.
     pub response_cap: usize,
@@ -306,6 +307,9 @@ impl HttpCall<'_> {
             )));
         };
         let remaining = self.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(TransportError::Timeout);
+        }
 
         let request = headers
             .iter()

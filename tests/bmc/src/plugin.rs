@@ -33,15 +33,15 @@ pub enum ErrorClass {
 }
 
 /// The class of a call's failure; `None` for failures of the plugin itself
-/// (crash, resource exhaustion, denied capability).
+/// (timeout, crash, resource exhaustion, denied capability). A BMC that
+/// never answers is the driver's `Unreachable` error: the host ends BMC
+/// exchanges ahead of the call deadline so the driver can report it.
 pub fn error_class(error: &CallError) -> Option<ErrorClass> {
     match error {
         CallError::Domain {
             error: DomainError::Driver(driver),
             ..
         } => Some(driver_class(driver)),
-        // The host ends a call whose BMC never answers at the deadline.
-        CallError::Timeout { .. } => Some(ErrorClass::Unreachable),
         _ => None,
     }
 }
