@@ -68,3 +68,38 @@ fn checked_in_crds_are_up_to_date() {
         "crds/ is stale (run `cargo run -p ingot -- crds`, or this test with INGOT_WRITE_CRDS=1): outdated {stale:?}, not generated {extra:?}"
     );
 }
+
+/// `kubectl scale` and autoscalers reach MachineSets and MachineDeployments through the
+/// `/scale` subresource upstream Cluster API declares on every served version.
+#[test]
+fn replica_sets_of_machines_serve_scale_like_upstream() {
+    let all = crds::all().expect("CRDs build");
+
+    for kind in ["MachineSet", "MachineDeployment"] {
+        let crd = all
+            .iter()
+            .find(|crd| crd.spec.names.kind == kind)
+            .unwrap_or_else(|| panic!("{kind} CRD"));
+        for version in &crd.spec.versions {
+            let scale = version
+                .subresources
+                .as_ref()
+                .and_then(|subresources| subresources.scale.as_ref())
+                .unwrap_or_else(|| panic!("{kind} {} has /scale", version.name));
+            assert_eq!(
+                (
+                    scale.spec_replicas_path.as_str(),
+                    scale.status_replicas_path.as_str(),
+                    scale.label_selector_path.as_deref(),
+                ),
+                (
+                    ".spec.replicas",
+                    ".status.replicas",
+                    Some(".status.selector")
+                ),
+                "{kind} {}",
+                version.name
+            );
+        }
+    }
+}

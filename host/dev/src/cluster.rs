@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ingot_apiserver::{ApiServerBuilder, ConversionError, ConversionHook};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, CustomResourceSubresourceScale,
-};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::pinned_kind;
@@ -113,32 +111,12 @@ pub fn api_server(data_dir: &Path) -> ApiServerBuilder {
         .conversion_hook(ingot_api::CAPM3_GROUP, conversion)
 }
 
-/// The CRDs a dev session serves: ingot's own, with the `/scale` subresource upstream
-/// Cluster API declares on MachineSets (so that `kubectl scale machineset` works).
-pub fn crds() -> Result<Vec<CustomResourceDefinition>, Error> {
-    let mut crds = ingot_api::crds::all().map_err(|error| Error::Crds(Box::new(error)))?;
-    for crd in crds.iter_mut().filter(|crd| {
-        crd.spec.group == ingot_api::CAPI_GROUP && crd.spec.names.kind == "MachineSet"
-    }) {
-        for version in &mut crd.spec.versions {
-            let subresources = version.subresources.get_or_insert_default();
-            subresources
-                .scale
-                .get_or_insert_with(|| CustomResourceSubresourceScale {
-                    spec_replicas_path: ".spec.replicas".to_string(),
-                    status_replicas_path: ".status.replicas".to_string(),
-                    label_selector_path: Some(".status.selector".to_string()),
-                });
-        }
-    }
-    Ok(crds)
-}
-
 /// Installs (or updates) every CRD with server-side apply.
 pub async fn install_crds(client: &Client) -> Result<(), Error> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    for mut crd in crds()? {
+    let crds = ingot_api::crds::all().map_err(|error| Error::Crds(Box::new(error)))?;
+    for mut crd in crds {
         let name = crd.name_any();
         crd.metadata.managed_fields = None;
         api.patch(&name, &params, &Patch::Apply(&crd))

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ingot_apiserver::ApiServerBuilder;
 
 /// Arguments of `ingot apiserver`.
 #[derive(Debug, clap::Args)]
@@ -28,7 +27,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<ExitCode> {
-    let server = ApiServerBuilder::new(&args.data)
+    // The same server `ingot dev` runs: ingot's multi-version kinds are converted in process,
+    // so clients and the operator may read them in any served version.
+    let server = ingot_dev::cluster::api_server(&args.data)
         .listen(args.listen)
         .start()
         .await

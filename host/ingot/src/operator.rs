@@ -1,4 +1,5 @@
-//! `ingot operator`: runs the BareMetalHost controller against a Kubernetes API server.
+//! `ingot operator`: runs the BareMetalHost controller and, under the same leadership, the
+//! machine loop (Metal3Machine, Metal3Cluster and HostClaim) against a Kubernetes API server.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,6 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use ingot_machines::Selectors;
 use ingot_operator::backoff::RandomJitter;
 use ingot_operator::fake::FakeBackend;
 use ingot_operator::runner::{self, RunConfig};
@@ -49,6 +53,10 @@ pub struct Args {
     /// Upper bound in milliseconds on every retry and poll delay (for labs; unset in production).
     #[arg(long)]
     max_requeue_ms: Option<u64>,
+    /// Do not run the machine loop (the Metal3Machine, Metal3Cluster and HostClaim
+    /// controllers), e.g. when another Cluster API infrastructure provider claims the hosts.
+    #[arg(long)]
+    no_machines: bool,
 }
 
 /// Runs the operator until Ctrl-C.
@@ -77,12 +85,39 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
             std::future::pending::<()>().await;
         }
     };
+    let machines = machine_loop(&args, Selectors::default());
     match args.provisioner {
         ProvisionerKind::Fixture => {
-            runner::run(client, FakeBackend::new(), config, shutdown).await?
+            runner::run_with(client, FakeBackend::new(), config, machines, shutdown).await?
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The machine loop, run next to the host controller while this replica leads; nothing with
+/// `--no-machines`. Its polls follow `--max-requeue-ms` like the host controller's.
+fn machine_loop(
+    args: &Args,
+    selectors: Selectors,
+) -> impl FnOnce(kube::Client, runner::Stop) -> BoxFuture<'static, ()> + use<> {
+    let bound = args.max_requeue_ms.map(Duration::from_millis);
+    let enabled = !args.no_machines;
+
+    move |client, stop| {
+        if !enabled {
+            tracing::info!("machine loop disabled by --no-machines");
+            return futures::future::ready(()).boxed();
+        }
+        let bounded = |delay: Duration| bound.map_or(delay, |bound| bound.min(delay));
+        let defaults = ingot_machines::Settings::default();
+        let settings = ingot_machines::Settings {
+            wait_for_host: bounded(defaults.wait_for_host),
+            poll_host: bounded(defaults.poll_host),
+            retry: bounded(defaults.retry),
+            ..defaults
+        };
+        ingot_machines::run(client, selectors, settings, stop).boxed()
+    }
 }
 
 async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {

@@ -147,6 +147,7 @@ impl ClaimEngine {
 
         for attempt in 0..self.attempts {
             let hosts = self.list(namespace).await?;
+            let usage = domain_usage(&hosts, &request.host_labels);
             let sorted = Sorted::new(hosts, &request.consumer, &request.wanted);
             if let Some(host) = sorted.mine {
                 return Ok(Claim::Held(Box::new(host)));
@@ -156,12 +157,13 @@ impl ClaimEngine {
                 Ok(candidates) => candidates,
                 Err(reason) => return Ok(Claim::Waiting(reason)),
             };
-            let order = self.rank(request, &candidates).await?;
+            let (order, rejected) = self.rank(request, &candidates, usage).await?;
             if order.is_empty() {
                 let selector = self.selectors.for_namespace(namespace).name().to_owned();
                 return Ok(Claim::Waiting(format!(
-                    "selector {selector} accepted none of the {} available hosts",
-                    candidates.len()
+                    "selector {selector} accepted none of the {} available hosts{}",
+                    candidates.len(),
+                    rejection_summary(&rejected)
                 )));
             }
 
@@ -248,24 +250,27 @@ impl ClaimEngine {
             })
     }
 
-    /// The candidates in the order the namespace's selector prefers them.
+    /// The candidates in the order the namespace's selector prefers them, and the hosts it
+    /// refused with its reasons.
     async fn rank(
         &self,
         request: &ClaimRequest,
         hosts: &[BareMetalHost],
-    ) -> Result<Vec<BareMetalHost>, ClaimError> {
+        domain_usage: BTreeMap<String, u32>,
+    ) -> Result<(Vec<BareMetalHost>, Vec<(String, String)>), ClaimError> {
         let candidates: Vec<Candidate> = hosts.iter().map(candidate).collect();
-        let selection = selection_request(request, &candidates);
+        let selection = selection_request(request, &candidates, domain_usage);
         let selector = self.selectors.for_namespace(&request.consumer.namespace);
 
         let ranking = selector.select(&selection, &candidates).await?;
 
         let by_name = |name: &str| hosts.iter().find(|host| host.name_any() == name).cloned();
-        Ok(ranking
+        let order = ranking
             .ranked
             .iter()
             .filter_map(|ranked| by_name(&ranked.name))
-            .collect())
+            .collect();
+        Ok((order, ranking.rejected))
     }
 
     /// Writes the claim on `host` if nobody wrote the host since it was listed; `None` when
@@ -368,6 +373,53 @@ fn candidates(sorted: Sorted) -> Result<Vec<BareMetalHost>, String> {
     Ok(sorted.available)
 }
 
+/// How many hosts of the claimant's group are held per failure domain (hosts outside any
+/// domain count under the empty name). The group is the set of held hosts carrying every label
+/// the claim writes (for a Metal3Machine, its cluster name); a claim writing no labels has no
+/// group.
+fn domain_usage(
+    hosts: &[BareMetalHost],
+    group_labels: &BTreeMap<String, String>,
+) -> BTreeMap<String, u32> {
+    let mut usage = BTreeMap::new();
+    if group_labels.is_empty() {
+        return usage;
+    }
+
+    let in_group = |host: &&BareMetalHost| {
+        host.spec.consumer_ref.is_some()
+            && group_labels
+                .iter()
+                .all(|(key, value)| host.labels().get(key) == Some(value))
+    };
+    for host in hosts.iter().filter(in_group) {
+        let domain = host.labels().get(FAILURE_DOMAIN_LABEL).cloned();
+        *usage.entry(domain.unwrap_or_default()).or_insert(0) += 1;
+    }
+    usage
+}
+
+/// The first few refusals, for a waiting message.
+fn rejection_summary(rejected: &[(String, String)]) -> String {
+    const SHOWN: usize = 3;
+    if rejected.is_empty() {
+        return String::new();
+    }
+
+    let shown: Vec<String> = rejected
+        .iter()
+        .take(SHOWN)
+        .map(|(host, reason)| format!("{host}: {reason}"))
+        .collect();
+    let more = rejected.len().saturating_sub(SHOWN);
+    let tail = if more > 0 {
+        format!("; and {more} more")
+    } else {
+        String::new()
+    };
+    format!(" ({}{tail})", shown.join("; "))
+}
+
 fn candidate(host: &BareMetalHost) -> Candidate {
     Candidate {
         name: host.name_any(),
@@ -378,12 +430,22 @@ fn candidate(host: &BareMetalHost) -> Candidate {
             .status
             .as_ref()
             .and_then(|status| status.hardware.clone()),
+        bmc_scheme: host
+            .spec
+            .bmc
+            .as_ref()
+            .and_then(|bmc| ingot_api::bmc::parse(&bmc.address).ok())
+            .map(|address| address.scheme),
     }
 }
 
 /// The selector's request. A failure domain no candidate is in is dropped, so the claim falls
 /// back to any host instead of waiting forever (Metal3 does the same).
-fn selection_request(request: &ClaimRequest, candidates: &[Candidate]) -> SelectionRequest {
+fn selection_request(
+    request: &ClaimRequest,
+    candidates: &[Candidate],
+    domain_usage: BTreeMap<String, u32>,
+) -> SelectionRequest {
     let domain_has_hosts = |domain: &String| {
         candidates
             .iter()
@@ -396,6 +458,7 @@ fn selection_request(request: &ClaimRequest, candidates: &[Candidate]) -> Select
         labels: request.labels.clone(),
         query: request.wanted.query.clone(),
         failure_domain: request.failure_domain.clone().filter(domain_has_hosts),
+        domain_usage,
     }
 }
 

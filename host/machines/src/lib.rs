@@ -13,7 +13,8 @@
 //!
 //! - [`labels`]: host selectors with every Metal3 operator, including `DoesNotExist`.
 //! - [`eligibility`]: which hosts a consumer may claim.
-//! - [`selection`]: ranking the claimable hosts.
+//! - [`selection`]: ranking the claimable hosts; [`plugin_selector`]: ranking them with
+//!   `host-selector` WebAssembly plugins.
 //! - [`claim`]: the claim engine.
 //! - [`hostspec`]: what a consumer writes on its host, and the release steps.
 //! - [`metal3machine`], [`metal3cluster`], [`hostclaim`]: the controllers.
@@ -28,6 +29,7 @@ pub mod labels;
 pub mod metal3cluster;
 pub mod metal3machine;
 pub mod objects;
+pub mod plugin_selector;
 pub mod selection;
 
 use std::sync::Arc;

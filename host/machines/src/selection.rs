@@ -29,6 +29,9 @@ pub struct Candidate {
     pub failure_domain: Option<String>,
     /// Inspected hardware, when known.
     pub hardware: Option<HardwareDetails>,
+    /// Scheme of the host's BMC address (e.g. `redfish+https`), which routes the host to its
+    /// plugins; `None` when the address is missing or unparsable.
+    pub bmc_scheme: Option<String>,
 }
 
 /// What the claimant asks for.
@@ -45,6 +48,9 @@ pub struct SelectionRequest {
     /// Failure domain the host must be in; cleared by the engine when no candidate is in it,
     /// so that the claim falls back to any host as Metal3 does.
     pub failure_domain: Option<String>,
+    /// How many hosts the claimant's group (e.g. its cluster) holds per failure domain, for
+    /// selectors that spread a group; empty when the claimant belongs to no group.
+    pub domain_usage: BTreeMap<String, u32>,
 }
 
 /// One acceptable host, best first in a [`Ranking`].
@@ -187,6 +193,17 @@ impl Selectors {
         }
     }
 
+    /// Every namespace ranks hosts with the `host-selector` plugins of `registry`, routed per
+    /// host by `routing` (see [`crate::plugin_selector`]).
+    pub fn through_plugins(
+        registry: Arc<ingot_plugin_host::registry::Registry>,
+        routing: Arc<dyn ingot_plugin_host::routing::Routing>,
+    ) -> Self {
+        Self::new(Arc::new(crate::plugin_selector::PluginSelector::new(
+            registry, routing,
+        )))
+    }
+
     /// Hosts of `namespace` are chosen by `selector` instead of the default.
     pub fn with_namespace(mut self, namespace: &str, selector: Arc<dyn HostSelector>) -> Self {
         self.by_namespace.insert(namespace.to_owned(), selector);
@@ -210,6 +227,7 @@ mod tests {
             labels: BTreeMap::new(),
             failure_domain: domain.map(Into::into),
             hardware: None,
+            bmc_scheme: Some("redfish".into()),
         }
     }
 

@@ -6,41 +6,16 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{
-    ConsumerWatch, IMAGE, Lab, NAMESPACE, eventually, quick_settings, state_of, wait_for,
+    ConsumerWatch, IMAGE, Lab, NAMESPACE, bound_host, eventually, host_claim_spec, quick_settings,
+    state_of, wait_for,
 };
-use ingot_api::metal3::{HostClaim, HostClaimSpec, Image, ProvisioningState};
-use ingot_api::selector::{HostSelector, HostSelectorRequirement};
+use ingot_api::metal3::{HostClaim, ProvisioningState};
 use ingot_machines::Selectors;
 use ingot_machines::hostclaim::{ASSOCIATED, READY};
 use ingot_machines::metal3machine::WAITING_FOR_AVAILABLE_HOST;
-use k8s_openapi::api::core::v1::SecretReference;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{conditions, wait::await_condition};
-
-fn claim_spec() -> HostClaimSpec {
-    HostClaimSpec {
-        host_selector: Some(HostSelector {
-            match_labels: Some(BTreeMap::from([("role".to_owned(), "worker".to_owned())])),
-            match_expressions: Some(vec![HostSelectorRequirement {
-                key: "retired".into(),
-                operator: "DoesNotExist".into(),
-                values: None,
-            }]),
-        }),
-        powered_on: true,
-        image: Some(Image {
-            url: IMAGE.into(),
-            checksum: Some("0123abcd".into()),
-            ..Image::default()
-        }),
-        user_data: Some(SecretReference {
-            name: Some("site-user-data".into()),
-            namespace: None,
-        }),
-        ..HostClaimSpec::default()
-    }
-}
 
 fn condition(claim: &HostClaim, kind: &str) -> Option<(String, String, String)> {
     let conditions = claim.status.as_ref()?.conditions.as_ref()?;
@@ -52,15 +27,6 @@ fn condition(claim: &HostClaim, kind: &str) -> Option<(String, String, String)> 
         found.reason.clone(),
         found.message.clone(),
     ))
-}
-
-fn bound_host(claim: &HostClaim) -> Option<String> {
-    claim
-        .status
-        .as_ref()?
-        .bare_metal_host
-        .as_ref()
-        .map(|host| host.name.clone())
 }
 
 async fn delete_claim(claims: &Api<HostClaim>, name: &str) {
@@ -100,7 +66,10 @@ async fn host_claims_select_provision_wait_and_release() {
 
     for name in ["site-a", "site-b", "site-c"] {
         claims
-            .create(&PostParams::default(), &HostClaim::new(name, claim_spec()))
+            .create(
+                &PostParams::default(),
+                &HostClaim::new(name, host_claim_spec()),
+            )
             .await
             .expect("create claim");
     }
@@ -140,7 +109,7 @@ async fn host_claims_select_provision_wait_and_release() {
     claims
         .create(
             &PostParams::default(),
-            &HostClaim::new("site-d", claim_spec()),
+            &HostClaim::new("site-d", host_claim_spec()),
         )
         .await
         .expect("create claim");

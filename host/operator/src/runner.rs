@@ -56,6 +56,28 @@ pub async fn run<F: ProvisionerFactory>(
     config: RunConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    run_with(client, factory, config, |_, _| async {}, shutdown).await
+}
+
+/// Future handed to a companion of the host controller: completes when the controller stops
+/// (shutdown or lost leadership).
+pub type Stop = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
+
+/// Like [`run`], with `companion` running next to the host controller under the same
+/// leadership: it is started once this replica leads, with a client and a [`Stop`] future,
+/// and the process returns only after it has finished too.
+pub async fn run_with<F, C, Fut>(
+    client: Client,
+    factory: F,
+    config: RunConfig,
+    companion: C,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError>
+where
+    F: ProvisionerFactory,
+    C: FnOnce(Client, Stop) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let metrics = Arc::new(Metrics::new());
     let readiness = Readiness::default();
     let endpoints = Endpoints::bind(config.endpoints, metrics.clone(), readiness.clone()).await?;
@@ -82,6 +104,7 @@ pub async fn run<F: ProvisionerFactory>(
         }
     }
 
+    let companion_client = client.clone();
     let mut context = Context::new(client, factory, config.settings, metrics, &config.identity);
     context.max_requeue = config.max_requeue;
     readiness.set(true);
@@ -102,8 +125,13 @@ pub async fn run<F: ProvisionerFactory>(
                 Ok(_) = lost_rx => {}
             }
         }
-    };
-    controller::run(Arc::new(context), config.concurrency, stop).await;
+    }
+    .boxed()
+    .shared();
+    tokio::join!(
+        controller::run(Arc::new(context), config.concurrency, stop.clone()),
+        companion(companion_client, stop),
+    );
     readiness.set(false);
 
     if let Some(holder) = holder {

@@ -195,6 +195,11 @@ pub struct MachineInitialization {
     plural = "machinesets",
     namespaced,
     status = "ReplicaStatus",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     shortname = "ms",
     printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".spec.clusterName","description":"Cluster"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicas","description":"Total number of machines"}"#,
@@ -226,6 +231,11 @@ pub struct MachineSetSpec {
     plural = "machinedeployments",
     namespaced,
     status = "ReplicaStatus",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     shortname = "md",
     printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".spec.clusterName","description":"Cluster"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicas","description":"Total number of machines"}"#,
@@ -263,6 +273,10 @@ pub struct ReplicaStatus {
     /// Number of machines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
+    /// The label selector of the machines, in its string form (`key=value,...`), for the
+    /// `/scale` subresource (which is how `kubectl scale` and autoscalers find the machines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     /// Fields not typed here, kept as they are.
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,

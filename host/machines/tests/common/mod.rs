@@ -18,11 +18,13 @@ use ingot_api::capm3::v1beta1::{
     Image, Metal3Cluster, Metal3ClusterSpec, Metal3Machine, Metal3MachineSpec,
 };
 use ingot_api::metal3::{
-    BareMetalHost, BareMetalHostSpec, BmcDetails, HardwareDetails, Nic, ProvisioningState,
+    BareMetalHost, BareMetalHostSpec, BmcDetails, HardwareDetails, HostClaim, HostClaimSpec, Nic,
+    ProvisioningState,
 };
+use ingot_api::selector::{HostSelector, HostSelectorRequirement};
 use ingot_apiserver::{ApiServerBuilder, ConversionError, ConversionHook, RunningApiServer};
 use ingot_machines::{Selectors, Settings};
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ObjectReference, SecretReference};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -387,6 +389,42 @@ impl Lab {
             .expect("Machine providerID");
         id
     }
+}
+
+/// A HostClaim for a worker host that is not retired (`DoesNotExist`), powered on, with the
+/// test image and user data.
+pub fn host_claim_spec() -> HostClaimSpec {
+    HostClaimSpec {
+        host_selector: Some(HostSelector {
+            match_labels: Some(BTreeMap::from([("role".to_owned(), "worker".to_owned())])),
+            match_expressions: Some(vec![HostSelectorRequirement {
+                key: "retired".into(),
+                operator: "DoesNotExist".into(),
+                values: None,
+            }]),
+        }),
+        powered_on: true,
+        image: Some(ingot_api::metal3::Image {
+            url: IMAGE.into(),
+            checksum: Some("0123abcd".into()),
+            ..ingot_api::metal3::Image::default()
+        }),
+        user_data: Some(SecretReference {
+            name: Some("site-user-data".into()),
+            namespace: None,
+        }),
+        ..HostClaimSpec::default()
+    }
+}
+
+/// The host a HostClaim's status names.
+pub fn bound_host(claim: &HostClaim) -> Option<String> {
+    claim
+        .status
+        .as_ref()?
+        .bare_metal_host
+        .as_ref()
+        .map(|host| host.name.clone())
 }
 
 /// The machine spec every replica is cloned with.

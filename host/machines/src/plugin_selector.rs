@@ -1,0 +1,409 @@
+//! Ranking claimable hosts with `host-selector` WebAssembly plugins.
+//!
+//! ```text
+//!  candidates ─▶ Routing::plugins_for(host).selector ─▶ one group per selector binding
+//!                                                            │
+//!         Registry::call(select) ◀── plugin loaded ──────────┤
+//!         DefaultSelector::rank  ◀── not loaded / ignored ───┘
+//!                                                            ▼
+//!                                   rankings merged position by position
+//! ```
+//!
+//! Which plugin ranks a host is the host's business: a `HostPolicy` matching the host's labels
+//! may name a site selector, everything else gets the bundled default. The candidates of one
+//! claim are therefore grouped by the selector routed for each of them, and every group is
+//! ranked by its own selector.
+//!
+//! # Guarantees
+//!
+//! - A claim only ever lands on a host the engine offered: hosts a plugin names that were not
+//!   candidates, or names twice, are dropped.
+//! - When the routed plugin is not loaded (not deployed yet, removed), or its failure policy
+//!   says to ignore it while its guard is open, the built-in [`DefaultSelector`] ranks the
+//!   group: selection degrades to the default rules, never to "no host".
+//! - Scores of different plugins are not comparable, so groups are merged by position: every
+//!   selector's best host comes before any selector's second best, and groups at the same
+//!   position follow the order of their plugin names. With one group (the usual case) the
+//!   plugin's order is kept exactly.
+//! - A host no selector can be routed for (no usable BMC address, an unusable policy) is
+//!   rejected with the routing error as its reason.
+//!
+//! # Errors
+//!
+//! A plugin that traps, times out or answers `other` fails the whole ranking
+//! ([`SelectionError::Failed`]); one answering `invalid-claim` gives
+//! [`SelectionError::InvalidClaim`]. The claim is retried with backoff either way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use ingot_api::metal3::HardwareDetails;
+use ingot_plugin_host::CallError;
+use ingot_plugin_host::bindings::selection as wit;
+use ingot_plugin_host::bindings::types as wit_types;
+use ingot_plugin_host::calls::{PluginCall, PluginReply};
+use ingot_plugin_host::error::DomainError;
+use ingot_plugin_host::registry::Registry;
+use ingot_plugin_host::routing::{HostFacts, PluginBinding, Routing};
+use ingot_plugin_host::state::CallScope;
+
+use crate::labels::Operator;
+use crate::selection::{
+    Candidate, DefaultSelector, HostSelector, Ranked, Ranking, SelectionError, SelectionRequest,
+};
+
+/// Name under which this selector appears in logs and waiting messages.
+pub const PLUGIN_SELECTOR: &str = "host-selector plugins";
+
+/// A [`HostSelector`] calling the `host-selector` plugin routed for each host.
+pub struct PluginSelector {
+    registry: Arc<Registry>,
+    routing: Arc<dyn Routing>,
+}
+
+impl PluginSelector {
+    /// Ranks with the plugins of `registry`, chosen per host by `routing`.
+    pub fn new(registry: Arc<Registry>, routing: Arc<dyn Routing>) -> Self {
+        Self { registry, routing }
+    }
+
+    /// Splits the candidates by the selector routed for each; hosts without one are rejected.
+    fn route(&self, request: &SelectionRequest, candidates: &[Candidate]) -> Routed {
+        let mut routed = Routed::default();
+
+        for candidate in candidates {
+            let Some(scheme) = candidate.bmc_scheme.as_deref() else {
+                routed.reject(candidate, "no usable BMC address".to_owned());
+                continue;
+            };
+            let facts = HostFacts {
+                namespace: &request.namespace,
+                labels: &candidate.labels,
+                bmc_scheme: scheme,
+            };
+            match self.routing.plugins_for(&facts) {
+                Ok(plugins) => routed.add(plugins.selector, candidate),
+                Err(error) => routed.reject(candidate, error.to_string()),
+            }
+        }
+
+        routed
+            .groups
+            .sort_by(|a, b| a.binding.plugin.cmp(&b.binding.plugin));
+        routed
+    }
+
+    /// One group's ranking, by its plugin or, when that is not serving, the built-in rules.
+    async fn rank_group(
+        &self,
+        binding: &PluginBinding,
+        request: &SelectionRequest,
+        candidates: &[Candidate],
+    ) -> Result<Ranking, SelectionError> {
+        let call = PluginCall::Select {
+            claim: claim(request),
+            candidates: candidates
+                .iter()
+                .map(|c| candidate(&request.namespace, c))
+                .collect(),
+        };
+        let plugin = binding.plugin.as_str();
+
+        match self.registry.call(plugin, call, CallScope::default()).await {
+            Ok(PluginReply::Choice(choice)) => Ok(ranking(choice, candidates)),
+            Ok(other) => Err(failed(plugin, UnexpectedReply(format!("{other:?}")))),
+            Err(CallError::NotLoaded { .. } | CallError::Ignored { .. }) => {
+                tracing::debug!(
+                    plugin,
+                    claim = %request.identity,
+                    "selector plugin not serving; ranking with the built-in rules"
+                );
+                Ok(DefaultSelector::rank(request, candidates))
+            }
+            Err(CallError::Domain {
+                error: DomainError::Selection(wit::SelectionError::InvalidClaim(reason)),
+                ..
+            }) => Err(SelectionError::InvalidClaim {
+                selector: plugin.to_owned(),
+                reason,
+            }),
+            Err(error) => Err(failed(plugin, error)),
+        }
+    }
+}
+
+impl HostSelector for PluginSelector {
+    fn name(&self) -> &str {
+        PLUGIN_SELECTOR
+    }
+
+    fn select<'a>(
+        &'a self,
+        request: &'a SelectionRequest,
+        candidates: &'a [Candidate],
+    ) -> BoxFuture<'a, Result<Ranking, SelectionError>> {
+        Box::pin(async move {
+            let routed = self.route(request, candidates);
+
+            let mut rankings = Vec::with_capacity(routed.groups.len());
+            for group in &routed.groups {
+                let ranking = self.rank_group(&group.binding, request, &group.members);
+                rankings.push(ranking.await?);
+            }
+
+            let mut merged = interleave(rankings);
+            merged.rejected.extend(routed.unrouted);
+            Ok(merged)
+        })
+    }
+}
+
+/// The candidates of one selector binding.
+struct Group {
+    binding: PluginBinding,
+    members: Vec<Candidate>,
+}
+
+/// Candidates grouped by their selector, and those no selector could be routed for.
+#[derive(Default)]
+struct Routed {
+    groups: Vec<Group>,
+    unrouted: Vec<(String, String)>,
+}
+
+impl Routed {
+    fn add(&mut self, binding: PluginBinding, candidate: &Candidate) {
+        match self
+            .groups
+            .iter_mut()
+            .find(|group| group.binding == binding)
+        {
+            Some(group) => group.members.push(candidate.clone()),
+            None => self.groups.push(Group {
+                binding,
+                members: vec![candidate.clone()],
+            }),
+        }
+    }
+
+    fn reject(&mut self, candidate: &Candidate, reason: String) {
+        self.unrouted.push((candidate.name.clone(), reason));
+    }
+}
+
+/// A plugin answered `select` with a reply of another function.
+#[derive(Debug, thiserror::Error)]
+#[error("the plugin answered select with {0}")]
+struct UnexpectedReply(String);
+
+fn failed(plugin: &str, source: impl std::error::Error + Send + Sync + 'static) -> SelectionError {
+    SelectionError::Failed {
+        selector: plugin.to_owned(),
+        source: Box::new(source),
+    }
+}
+
+/// Merges rankings position by position (see the module documentation).
+fn interleave(rankings: Vec<Ranking>) -> Ranking {
+    let mut merged = Ranking::default();
+    let longest = rankings.iter().map(|r| r.ranked.len()).max().unwrap_or(0);
+
+    for position in 0..longest {
+        for ranking in &rankings {
+            if let Some(ranked) = ranking.ranked.get(position) {
+                merged.ranked.push(ranked.clone());
+            }
+        }
+    }
+    for ranking in rankings {
+        merged.rejected.extend(ranking.rejected);
+    }
+    merged
+}
+
+/// The plugin's choice in host names, keeping only offered hosts, each once.
+fn ranking(choice: wit::Choice, candidates: &[Candidate]) -> Ranking {
+    let offered: BTreeSet<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
+    let mut seen = BTreeSet::new();
+
+    let ranked = choice
+        .ranked
+        .into_iter()
+        .filter(|ranked| offered.contains(ranked.host.name.as_str()))
+        .filter(|ranked| seen.insert(ranked.host.name.clone()))
+        .map(|ranked| Ranked {
+            name: ranked.host.name,
+            score: ranked.score,
+            reasons: ranked.reasons,
+        })
+        .collect();
+    let rejected = choice
+        .rejected
+        .into_iter()
+        .map(|rejected| (rejected.host.name, rejected.reason))
+        .collect();
+
+    Ranking { ranked, rejected }
+}
+
+/// The claim as the plugin sees it.
+///
+/// Candidates already satisfy the whole host selector; `Gt` and `Lt` expressions, which the
+/// WIT selector cannot express, are therefore left out rather than approximated.
+fn claim(request: &SelectionRequest) -> wit::Claim {
+    let match_expressions = request
+        .query
+        .requirements()
+        .iter()
+        .filter_map(|requirement| {
+            let operator = match requirement.operator {
+                Operator::In => wit::SelectorOperator::In,
+                Operator::NotIn => wit::SelectorOperator::NotIn,
+                Operator::Exists => wit::SelectorOperator::Exists,
+                Operator::DoesNotExist => wit::SelectorOperator::DoesNotExist,
+                Operator::GreaterThan | Operator::LessThan => return None,
+            };
+            Some(wit::SelectorRequirement {
+                key: requirement.key.clone(),
+                operator,
+                values: requirement.values.clone(),
+            })
+        })
+        .collect();
+
+    wit::Claim {
+        identity: request.identity.clone(),
+        labels: pairs(&request.labels),
+        selector: wit::LabelSelector {
+            match_labels: Vec::new(),
+            match_expressions,
+        },
+        requirements: wit::Requirements {
+            cpu_arch: None,
+            min_cpus: None,
+            min_ram_mebibytes: None,
+            min_disk_bytes: None,
+            min_nics: None,
+            extra: Vec::new(),
+        },
+        failure_domain: request.failure_domain.clone(),
+        domain_usage: request
+            .domain_usage
+            .iter()
+            .map(|(domain, count)| (domain.clone(), *count))
+            .collect(),
+    }
+}
+
+fn candidate(namespace: &str, candidate: &Candidate) -> wit::Candidate {
+    wit::Candidate {
+        host: wit_types::HostRef {
+            namespace: namespace.to_owned(),
+            name: candidate.name.clone(),
+            uid: candidate.uid.clone(),
+        },
+        labels: pairs(&candidate.labels),
+        failure_domain: candidate.failure_domain.clone(),
+        hardware: candidate.hardware.as_ref().map(hardware),
+    }
+}
+
+fn pairs(map: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// The host's inspected hardware in the WIT shape. Absent text becomes empty and absent or
+/// negative numbers zero, as the WIT record documents for what a BMC did not report.
+pub fn hardware(details: &HardwareDetails) -> wit_types::HardwareDetails {
+    wit_types::HardwareDetails {
+        system_vendor: details
+            .system_vendor
+            .as_ref()
+            .map(|vendor| wit_types::SystemVendor {
+                manufacturer: text(&vendor.manufacturer),
+                product_name: text(&vendor.product_name),
+                serial_number: text(&vendor.serial_number),
+            }),
+        bios: details
+            .firmware
+            .as_ref()
+            .and_then(|firmware| firmware.bios.as_ref())
+            .map(|bios| wit_types::Bios {
+                date: text(&bios.date),
+                vendor: text(&bios.vendor),
+                version: text(&bios.version),
+            }),
+        ram_mebibytes: number(details.ram_mebibytes),
+        nics: details.nics.iter().flatten().map(nic).collect(),
+        storage: details.storage.iter().flatten().map(disk).collect(),
+        cpu: details.cpu.as_ref().map(|cpu| wit_types::Cpu {
+            arch: text(&cpu.arch),
+            model: text(&cpu.model),
+            clock_megahertz: cpu.clock_megahertz.unwrap_or(0.0),
+            flags: cpu.flags.clone().unwrap_or_default(),
+            count: number(cpu.count),
+        }),
+        hostname: details.hostname.clone(),
+    }
+}
+
+fn nic(nic: &ingot_api::metal3::Nic) -> wit_types::Nic {
+    wit_types::Nic {
+        name: text(&nic.name),
+        model: text(&nic.model),
+        mac: text(&nic.mac).to_ascii_lowercase(),
+        ip: nic.ip.clone(),
+        speed_gbps: number(nic.speed_gbps),
+        vlans: nic
+            .vlans
+            .iter()
+            .flatten()
+            .map(|vlan| wit_types::Vlan {
+                id: number(vlan.id),
+                name: text(&vlan.name),
+            })
+            .collect(),
+        vlan_id: nic.vlan_id.and_then(|id| u16::try_from(id).ok()),
+        pxe: nic.pxe.unwrap_or(false),
+        lldp: nic.lldp.as_ref().map(|lldp| wit_types::Lldp {
+            switch_id: text(&lldp.switch_id),
+            port_id: text(&lldp.port_id),
+            switch_system_name: text(&lldp.switch_system_name),
+        }),
+        pci_address: nic.pci_address.clone(),
+    }
+}
+
+fn disk(disk: &ingot_api::metal3::Storage) -> wit_types::Disk {
+    use ingot_api::metal3::DiskType;
+
+    wit_types::Disk {
+        name: text(&disk.name),
+        alternate_names: disk.alternate_names.clone().unwrap_or_default(),
+        rotational: disk.rotational.unwrap_or(false),
+        kind: disk.disk_type.map(|kind| match kind {
+            DiskType::Hdd => wit_types::DiskKind::Hdd,
+            DiskType::Ssd => wit_types::DiskKind::Ssd,
+            DiskType::Nvme => wit_types::DiskKind::Nvme,
+        }),
+        size_bytes: number(disk.size_bytes),
+        vendor: text(&disk.vendor),
+        model: text(&disk.model),
+        serial_number: text(&disk.serial_number),
+        wwn: text(&disk.wwn),
+        wwn_vendor_extension: text(&disk.wwn_vendor_extension),
+        wwn_with_extension: text(&disk.wwn_with_extension),
+        hctl: text(&disk.hctl),
+    }
+}
+
+fn text(value: &Option<String>) -> String {
+    value.clone().unwrap_or_default()
+}
+
+fn number<T: TryFrom<i64> + Default>(value: Option<i64>) -> T {
+    value
+        .and_then(|value| T::try_from(value).ok())
+        .unwrap_or_default()
+}
