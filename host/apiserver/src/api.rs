@@ -236,7 +236,7 @@ impl Api {
             (&Method::GET, false) if request.query.flag("watch") => {
                 crate::watch::start(self.clone(), &target, &request)
             }
-            (&Method::GET, false) => self.list(&target, &request),
+            (&Method::GET, false) => self.list_off_runtime(target, request).await,
             (&Method::POST, false) => self.create(&target, &request).await,
             (&Method::PUT, true) => self.replace(&target, &request).await,
             (&Method::PATCH, true) => self.patch(&target, &request).await,
@@ -356,6 +356,20 @@ impl Api {
             }
         }
         Ok((rv, items))
+    }
+
+    /// Renders a list on the blocking pool: a list of thousands of objects is
+    /// CPU-bound work for as long as it takes, and on a runtime worker it would
+    /// hold up every other request and watch event of the server meanwhile.
+    async fn list_off_runtime(
+        self: &Arc<Self>,
+        target: Target,
+        request: ApiRequest,
+    ) -> Result<Response<Body>, ApiError> {
+        let api = self.clone();
+        tokio::task::spawn_blocking(move || api.list(&target, &request))
+            .await
+            .map_err(|e| ApiError::internal(format!("rendering the list failed: {e}")))?
     }
 
     fn list(&self, target: &Target, request: &ApiRequest) -> Result<Response<Body>, ApiError> {
