@@ -62,6 +62,7 @@ impl HostProvisioner {
         let scope = CallScope {
             host: Some(self.host_ref()),
             bmc: Some(bmc),
+            config_overrides: plugins.driver.config.clone(),
             ..CallScope::default()
         };
         Ok(Driver::new(

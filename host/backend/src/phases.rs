@@ -127,7 +127,7 @@ impl HostProvisioner {
         let reply = self
             .shared
             .registry
-            .call(&binding.plugin, PluginCall::Plan(context), self.scope(None))
+            .call(&binding.plugin, PluginCall::Plan(context), self.scope(binding, None))
             .await;
 
         match reply {
@@ -176,7 +176,7 @@ impl HostProvisioner {
         let reply = self
             .shared
             .registry
-            .call(&binding.plugin, call, self.scope(Some(Arc::new(link))))
+            .call(&binding.plugin, call, self.scope(binding, Some(Arc::new(link))))
             .await;
         match reply {
             Ok(PluginReply::Outcome(outcome)) => apply_outcome(&mut run, &step.name, outcome),
@@ -214,9 +214,10 @@ impl HostProvisioner {
         }
     }
 
-    fn scope(&self, agent: Option<Arc<AgentLink>>) -> CallScope {
+    fn scope(&self, binding: &PluginBinding, agent: Option<Arc<AgentLink>>) -> CallScope {
         CallScope {
             host: Some(self.host_ref()),
+            config_overrides: binding.config.clone(),
             bmc: None,
             control: self
                 .driver()
