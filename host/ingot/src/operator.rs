@@ -10,15 +10,21 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use ingot_agent_api::AgentApiConfig;
+use ingot_backend::{BackendConfig, PluginBackend};
 use ingot_machines::Selectors;
 use ingot_operator::backoff::RandomJitter;
 use ingot_operator::fake::FakeBackend;
 use ingot_operator::runner::{self, RunConfig};
 use ingot_operator::state_machine::{DEFAULT_MAX_PROVISIONING_RETRIES, Settings};
+use ingot_plugin_host::registry::Registry;
+use ingot_plugin_host::routing::Routing;
 
 /// Which provisioner drives the hardware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ProvisionerKind {
+    /// BMC driver and provisioning-steps plugins, and the deploy agent on the machines.
+    Plugins,
     /// Simulated machines held in memory: every host registers, inspects and provisions at once.
     Fixture,
 }
@@ -30,8 +36,29 @@ pub struct Args {
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
     /// What drives the hardware.
-    #[arg(long, value_enum, default_value = "fixture")]
+    #[arg(long, value_enum, default_value = "plugins")]
     provisioner: ProvisionerKind,
+    /// Directory of the bundled plugin components (`make plugins` builds them).
+    #[arg(
+        long,
+        env = "INGOT_PLUGIN_DIR",
+        default_value = "/var/lib/ingot/plugins"
+    )]
+    plugin_dir: PathBuf,
+    /// Where the operator keeps each host's provisioning progress, the deploy agent API's
+    /// state and CA, and compiled plugins; keep it on a persistent volume.
+    #[arg(long, env = "INGOT_STATE_DIR", default_value = "/var/lib/ingot/state")]
+    state_dir: PathBuf,
+    /// Address the deploy agent API listens on.
+    #[arg(long, default_value = "0.0.0.0:6385")]
+    agent_api_listen: SocketAddr,
+    /// URL deploy agents reach the agent API at, e.g. `https://10.0.0.2:6385`; its host must be
+    /// reachable from the provisioning network. Defaults to the listen address.
+    #[arg(long)]
+    agent_api_url: Option<String>,
+    /// Hosts inspecting, provisioning or cleaning at the same time; the rest wait as `delayed`.
+    #[arg(long, default_value_t = ingot_backend::DEFAULT_MAX_BUSY_HOSTS)]
+    max_busy_hosts: usize,
     /// Address of the health, readiness and metrics endpoints.
     #[arg(long, default_value = "127.0.0.1:9440")]
     endpoints: SocketAddr,
@@ -84,14 +111,69 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    let machines = machine_loop(&args, Selectors::default());
+    }
+    .boxed()
+    .shared();
     match args.provisioner {
+        ProvisionerKind::Plugins => {
+            let registry = ingot_backend::plugin_registry(Some(&args.state_dir))?;
+            let routing = ingot_policy::start(
+                client.clone(),
+                registry.clone(),
+                &args.plugin_dir,
+                shutdown.clone(),
+            )
+            .await;
+            let backend =
+                PluginBackend::start(backend_config(&args, registry.clone(), routing.clone())?)
+                    .await
+                    .context("starting the plugin provisioner")?;
+            let machines = machine_loop(&args, Selectors::through_plugins(registry, routing));
+            runner::run_with(client, backend, config, machines, shutdown).await?
+        }
         ProvisionerKind::Fixture => {
+            let machines = machine_loop(&args, Selectors::default());
             runner::run_with(client, FakeBackend::new(), config, machines, shutdown).await?
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The plugin provisioner's settings, with the agent API's certificate covering the host the
+/// agents are told to reach.
+fn backend_config(
+    args: &Args,
+    registry: Arc<Registry>,
+    routing: Arc<dyn Routing>,
+) -> anyhow::Result<BackendConfig> {
+    let authority = ingot_backend::load_or_create_authority(&args.state_dir)?;
+    let advertised = args.agent_api_url.clone();
+    let server_name = match &advertised {
+        Some(url) => url::Url::parse(url)
+            .with_context(|| format!("--agent-api-url {url:?} is not a URL"))?
+            .host_str()
+            .map(|host| host.trim_matches(['[', ']']).to_owned())
+            .with_context(|| format!("--agent-api-url {url:?} has no host"))?,
+        None if args.agent_api_listen.ip().is_unspecified() => anyhow::bail!(
+            "--agent-api-listen {} names no address the machines could reach; set --agent-api-url \
+             to the URL deploy agents use, e.g. https://10.0.0.2:6385",
+            args.agent_api_listen
+        ),
+        None => args.agent_api_listen.ip().to_string(),
+    };
+
+    Ok(BackendConfig {
+        registry,
+        routing,
+        agent_api: AgentApiConfig {
+            listen: args.agent_api_listen,
+            server_names: vec![server_name],
+            advertised_url: advertised,
+            ca: authority,
+        },
+        state_dir: Some(args.state_dir.clone()),
+        max_busy_hosts: args.max_busy_hosts,
+    })
 }
 
 /// The machine loop, run next to the host controller while this replica leads; nothing with
