@@ -4,22 +4,24 @@
 //! operator, Metal3Machine controllers, Cluster API stand-in and the fleet view, all stopped
 //! by the same shutdown signal.
 //!
-//! The state directory holds the API server's store and kubeconfig (`apiserver/`) and the
-//! lab's disks and images (`lab/`). Starting again on the same directory resumes: objects
+//! The state directory holds the API server's store and kubeconfig (`apiserver/`), the lab's
+//! disks and images (`lab/`) and the operator's provisioning progress, deploy agent API state
+//! and compiled plugins (`operator/`). Starting again on the same directory resumes: objects
 //! already in the store are kept as they are (the example manifests only create what is
-//! missing), the lab's disks keep their contents and the image is generated only once.
+//! missing), the lab's disks keep their contents, the image is generated only once and every
+//! host continues at the provisioning step it was on.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use ingot_agent_api::AgentApiConfig;
+use ingot_backend::{BackendConfig, PluginBackend};
 use ingot_lab::profile::Profile;
 use ingot_lab::{Credentials, Lab, LabConfig};
-use ingot_machines::selection::{DefaultSelector, Selectors};
-use ingot_operator::fake::FakeBackend;
+use ingot_machines::selection::Selectors;
 use ingot_operator::runner::{self, RunConfig};
 use ingot_operator::state_machine::Settings;
 use serde_json::Value;
@@ -65,6 +67,8 @@ pub struct Options {
     pub max_requeue: Duration,
     /// Address of the operator's health and metrics endpoints.
     pub operator_endpoints: SocketAddr,
+    /// Address of the deploy agent API the lab's machines reach the operator at.
+    pub agent_listen: SocketAddr,
 }
 
 /// Failures starting a session.
@@ -103,22 +107,35 @@ pub enum Error {
     /// The operator stopped with an error.
     #[error("the operator stopped")]
     Operator(#[source] runner::RunError),
+    /// The plugin provisioner could not start.
+    #[error("cannot start the plugin provisioner")]
+    Backend(#[source] ingot_backend::BackendError),
     /// The fleet view could not write.
     #[error("cannot write the fleet view")]
     View(#[source] std::io::Error),
 }
 
+/// The state directory's parts.
+struct StateLayout {
+    apiserver: PathBuf,
+    lab: PathBuf,
+    operator: PathBuf,
+}
+
 /// Prepares the state directory's layout.
-fn state_layout(state_dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
-    let apiserver = state_dir.join("apiserver");
-    let lab = state_dir.join("lab");
-    for dir in [&apiserver, &lab] {
+fn state_layout(state_dir: &Path) -> Result<StateLayout, Error> {
+    let layout = StateLayout {
+        apiserver: state_dir.join("apiserver"),
+        lab: state_dir.join("lab"),
+        operator: state_dir.join("operator"),
+    };
+    for dir in [&layout.apiserver, &layout.lab, &layout.operator] {
         std::fs::create_dir_all(dir).map_err(|source| Error::StateDir {
             path: dir.clone(),
             source,
         })?;
     }
-    Ok((apiserver, lab))
+    Ok(layout)
 }
 
 /// Runs a session until `shutdown` resolves, then stops everything.
@@ -126,8 +143,8 @@ pub async fn run(
     options: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let (apiserver_dir, lab_dir) = state_layout(&options.state_dir)?;
-    let server = cluster::api_server(&apiserver_dir)
+    let layout = state_layout(&options.state_dir)?;
+    let server = cluster::api_server(&layout.apiserver)
         .listen(options.api_listen)
         .start()
         .await
@@ -137,7 +154,9 @@ pub async fn run(
         .await
         .map_err(Error::Cluster)?;
 
-    let lab = start_lab(&options, &lab_dir).await?;
+    let authority =
+        ingot_backend::load_or_create_authority(&layout.operator).map_err(Error::Backend)?;
+    let lab = start_lab(&options, &layout.lab, &authority.cert_pem).await?;
     let endpoints = LabEndpoints {
         http: lab.url().trim_start_matches("http://").to_string(),
         ipmi: lab
@@ -156,20 +175,40 @@ pub async fn run(
     println!("export KUBECONFIG={}", server.kubeconfig_path().display());
 
     let shutdown = shutdown.boxed().shared();
-    tracing::warn!(
-        "the BareMetalHost operator runs with the in-memory fixture provisioner: host states \
-         change without the lab's machines being powered or written"
-    );
+    let registry =
+        ingot_backend::plugin_registry(Some(&layout.operator)).map_err(Error::Backend)?;
+    let routing = ingot_policy::start(
+        client.clone(),
+        registry.clone(),
+        &options.plugin_dir,
+        shutdown.clone(),
+    )
+    .await;
+    let backend = PluginBackend::start(BackendConfig {
+        registry: registry.clone(),
+        routing: routing.clone(),
+        agent_api: AgentApiConfig {
+            listen: options.agent_listen,
+            server_names: vec![options.agent_listen.ip().to_string()],
+            advertised_url: None,
+            ca: authority,
+        },
+        state_dir: Some(layout.operator.clone()),
+        max_busy_hosts: ingot_backend::DEFAULT_MAX_BUSY_HOSTS,
+    })
+    .await
+    .map_err(Error::Backend)?;
+
     let operator = runner::run(
         client.clone(),
-        FakeBackend::new(),
+        backend,
         operator_config(&options),
         shutdown.clone(),
     );
     let stand_in = capi::run(client.clone(), shutdown.clone());
     let machine_loop = ingot_machines::run(
         client.clone(),
-        Selectors::new(Arc::new(DefaultSelector)),
+        Selectors::through_plugins(registry, routing),
         machine_settings(&options),
         shutdown.clone(),
     );
@@ -187,7 +226,8 @@ pub async fn run(
     view.map_err(Error::View)
 }
 
-async fn start_lab(options: &Options, lab_dir: &Path) -> Result<Lab, Error> {
+/// The lab, its machines' firmware trusting the deploy agent API's CA for virtual media.
+async fn start_lab(options: &Options, lab_dir: &Path, agent_ca_pem: &str) -> Result<Lab, Error> {
     let config = LabConfig {
         machines: options.machines,
         profile: Profile::default(),
@@ -198,7 +238,7 @@ async fn start_lab(options: &Options, lab_dir: &Path) -> Result<Lab, Error> {
             password: LAB_PASSWORD.to_string(),
         },
         ipmi: true,
-        trusted_ca_pem: None,
+        trusted_ca_pem: Some(agent_ca_pem.to_owned()),
     };
     let lab = Lab::start(config).await.map_err(Error::Lab)?;
     let image = lab.image_dir().join(format!("{IMAGE_NAME}.raw"));

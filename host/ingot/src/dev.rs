@@ -38,6 +38,9 @@ pub struct Args {
     /// Address of the operator's health and metrics endpoints.
     #[arg(long, default_value = "127.0.0.1:9440")]
     operator_endpoints: SocketAddr,
+    /// Address of the deploy agent API the lab's machines reach the operator at.
+    #[arg(long, default_value = "127.0.0.1:8701")]
+    agent_listen: SocketAddr,
 }
 
 /// Runs a dev session until Ctrl-C or SIGTERM.
@@ -74,6 +77,7 @@ fn options(args: Args) -> anyhow::Result<Options> {
         image_mib: args.image_mib.max(64),
         max_requeue: Duration::from_secs(2),
         operator_endpoints: args.operator_endpoints,
+        agent_listen: args.agent_listen,
     })
 }
 
