@@ -20,6 +20,7 @@ use hyper::Response;
 use hyper::body::Frame;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::api::{Api, ApiRequest, Target};
 use crate::error::ApiError;
@@ -43,6 +44,8 @@ struct Watch {
     fields: FieldSelector,
     bookmarks: bool,
     columns_sent: bool,
+    /// When the stream ends (`timeoutSeconds`), whether or not the client keeps reading.
+    deadline: Instant,
 }
 
 /// Starts a watch and returns the streaming response.
@@ -80,8 +83,9 @@ pub fn start(
         fields,
         bookmarks: query.flag("allowWatchBookmarks"),
         columns_sent: false,
+        deadline: Instant::now() + timeout,
     };
-    tokio::spawn(watch.run(sender, start_rv, send_initial, end_marker, timeout));
+    tokio::spawn(watch.run(sender, start_rv, send_initial, end_marker));
 
     let stream = futures::stream::unfold(receiver, |mut receiver| async move {
         receiver
@@ -113,10 +117,8 @@ impl Watch {
         start_rv: u64,
         send_initial: bool,
         end_marker: bool,
-        timeout: Duration,
     ) {
         let mut published = self.api.store.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
         let mut last = start_rv;
         if send_initial {
             match self.initial_events(&sender, end_marker).await {
@@ -133,23 +135,24 @@ impl Watch {
                 Ok(changes) => changes,
                 Err(expired) => {
                     let status = ApiError::expired(expired.to_string()).to_status();
-                    let _ = sender.send(line("ERROR", &status.to_string())).await;
+                    self.deliver(&sender, line("ERROR", &status.to_string()))
+                        .await;
                     return;
                 }
             };
             for change in changes {
                 last = last.max(change.rv);
                 if let Some(event) = self.event_for(&change)
-                    && sender.send(event).await.is_err()
+                    && !self.deliver(&sender, event).await
                 {
                     return;
                 }
             }
             tokio::select! {
                 changed = published.changed() => if changed.is_err() { return },
-                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tokio::time::sleep_until(self.deadline) => return,
                 _ = ticker.tick(), if self.bookmarks && self.format != Format::Table => {
-                    if sender.send(self.bookmark(last, false)).await.is_err() {
+                    if !self.deliver(&sender, self.bookmark(last, false)).await {
                         return;
                     }
                 }
@@ -173,14 +176,26 @@ impl Watch {
         for object in objects {
             if self.matches(&object)
                 && let Some(event) = self.render("ADDED", &object, None)
+                && !self.deliver(sender, event).await
             {
-                sender.send(event).await.ok()?;
+                return None;
             }
         }
-        if end_marker && self.bookmarks {
-            sender.send(self.bookmark(rv, true)).await.ok()?;
+        if end_marker && self.bookmarks && !self.deliver(sender, self.bookmark(rv, true)).await {
+            return None;
         }
         Some(rv)
+    }
+
+    /// Queues one event for the client; false once the client is gone or the
+    /// stream's deadline has passed. A client that stops reading fills the
+    /// queue, and without the deadline its watch would stay open (holding a
+    /// task and the changes it has yet to send) for as long as it stalls.
+    async fn deliver(&self, sender: &mpsc::Sender<Bytes>, event: Bytes) -> bool {
+        matches!(
+            tokio::time::timeout_at(self.deadline, sender.send(event)).await,
+            Ok(Ok(()))
+        )
     }
 
     fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {

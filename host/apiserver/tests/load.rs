@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchParams};
 use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, conditions, wait::await_condition};
 use kube::{Client, CustomResource, CustomResourceExt};
@@ -284,14 +284,15 @@ async fn every_request_is_answered_under_sustained_load_with_watchers() {
 const LARGE_OBJECTS: usize = 1500;
 const LARGE_LISTS: usize = 6;
 
-async fn seed_large_config_maps(config_maps: &Api<ConfigMap>) {
-    let payload = "x".repeat(8 << 10);
+/// Creates `count` config maps `large-N` of `size` bytes each, from several tasks.
+async fn seed_large_config_maps(config_maps: &Api<ConfigMap>, count: usize, size: usize) {
+    let payload = "x".repeat(size);
     let creators: Vec<_> = (0..WORKERS)
         .map(|worker| {
             let config_maps = config_maps.clone();
             let payload = payload.clone();
             tokio::spawn(async move {
-                for index in (worker..LARGE_OBJECTS).step_by(WORKERS) {
+                for index in (worker..count).step_by(WORKERS) {
                     let config_map: ConfigMap = serde_json::from_value(json!({
                         "metadata": {"name": format!("large-{index}")},
                         "data": {"payload": payload},
@@ -326,7 +327,7 @@ async fn large_lists_do_not_hold_up_other_requests() {
     let server = TestServer::start().await;
     let client = server.client().await;
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    seed_large_config_maps(&config_maps).await;
+    seed_large_config_maps(&config_maps, LARGE_OBJECTS, 8 << 10).await;
 
     let lists: Vec<_> = (0..LARGE_LISTS)
         .map(|_| tokio::spawn(raw_list(client.clone())))
@@ -346,5 +347,30 @@ async fn large_lists_do_not_hold_up_other_requests() {
     assert!(
         get_latency * 3 < first_list,
         "a get took {get_latency:?} while lists were rendered (the first list took {first_list:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_ends_at_its_timeout_even_when_the_client_stops_reading() {
+    const OBJECTS: usize = 600;
+    const TIMEOUT_SECONDS: u32 = 2;
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client, "default");
+    // 38 MiB of initial events: far more than the socket buffers and the
+    // server's queue hold, so the server is left waiting on the client.
+    seed_large_config_maps(&config_maps, OBJECTS, 64 << 10).await;
+
+    let params = WatchParams::default().timeout(TIMEOUT_SECONDS);
+    let stream = config_maps.watch(&params, "0").await.expect("watch");
+    tokio::time::sleep(Duration::from_secs(u64::from(TIMEOUT_SECONDS) + 2)).await;
+
+    let drained = tokio::time::timeout(Duration::from_secs(30), stream.count())
+        .await
+        .expect("the stream ends once the client reads again");
+    eprintln!("{drained} of {OBJECTS} initial events delivered before the stream ended");
+    assert!(
+        drained < OBJECTS,
+        "the stream outlived its timeout while the client was not reading: all {drained} events were sent"
     );
 }
