@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -35,6 +36,8 @@ pub struct Api {
     pub token: String,
     /// Wakes the garbage collector after deletions.
     pub gc_wakeup: Notify,
+    /// Watch streams currently open.
+    pub open_watches: Arc<AtomicUsize>,
 }
 
 /// The resource a request addresses.

@@ -56,6 +56,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -218,6 +219,7 @@ impl ApiServerBuilder {
         let kubeconfig_path = self.data_dir.join("kubeconfig");
         write_kubeconfig(&kubeconfig_path, &url, &material.ca_pem, &material.token)?;
 
+        let open_watches = Arc::new(AtomicUsize::new(0));
         let api = Arc::new(Api {
             store: store.clone(),
             admission: self.admission,
@@ -225,6 +227,7 @@ impl ApiServerBuilder {
             aggregated_discovery: self.aggregated_discovery,
             token: material.token,
             gc_wakeup: tokio::sync::Notify::new(),
+            open_watches: open_watches.clone(),
         });
         seed_namespaces(&store).await?;
 
@@ -243,6 +246,7 @@ impl ApiServerBuilder {
             url,
             kubeconfig_path,
             store,
+            open_watches,
             stop,
             tasks: vec![accept_task, gc_task],
         })
@@ -255,6 +259,7 @@ pub struct RunningApiServer {
     url: String,
     kubeconfig_path: PathBuf,
     store: Store,
+    open_watches: Arc<AtomicUsize>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -294,6 +299,12 @@ impl RunningApiServer {
     /// A kube client for this server.
     pub async fn client(&self) -> Result<kube::Client, ClientError> {
         kube::Client::try_from(self.kube_config().await?).map_err(ClientError::Client)
+    }
+
+    /// How many watch streams are open: a stream closes at its `timeoutSeconds`
+    /// or as soon as its client goes away.
+    pub fn open_watches(&self) -> usize {
+        self.open_watches.load(Ordering::SeqCst)
     }
 
     /// Forgets the watch history, as etcd compaction does: watches resuming

@@ -12,6 +12,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -110,6 +111,22 @@ fn line(kind: &str, object: &str) -> Bytes {
     Bytes::from(format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n"))
 }
 
+/// Counts a watch as open for as long as its task lives.
+struct OpenWatch(Arc<AtomicUsize>);
+
+impl OpenWatch {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Watch {
     async fn run(
         mut self,
@@ -118,6 +135,7 @@ impl Watch {
         send_initial: bool,
         end_marker: bool,
     ) {
+        let _open = OpenWatch::new(&self.api.open_watches);
         let mut published = self.api.store.subscribe();
         let mut last = start_rv;
         if send_initial {

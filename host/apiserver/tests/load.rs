@@ -374,3 +374,38 @@ async fn a_watch_ends_at_its_timeout_even_when_the_client_stops_reading() {
         "the stream outlived its timeout while the client was not reading: all {drained} events were sent"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_in_the_middle_of_a_watch_closes_it_on_the_server() {
+    const OBJECTS: usize = 200;
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client, "default");
+    // Events of 64 KiB span several TLS records, so the client leaves mid-event.
+    seed_large_config_maps(&config_maps, OBJECTS, 64 << 10).await;
+
+    let params = WatchParams::default().timeout(120);
+    let mut stream = config_maps
+        .watch(&params, "0")
+        .await
+        .expect("watch")
+        .boxed();
+    for _ in 0..5 {
+        stream
+            .next()
+            .await
+            .expect("an event")
+            .expect("a decodable event");
+    }
+    assert_eq!(server.server.open_watches(), 1);
+    drop(stream);
+
+    common::eventually("the server closes the abandoned watch", async || {
+        server.server.open_watches() == 0
+    })
+    .await;
+    config_maps
+        .get("large-0")
+        .await
+        .expect("the server still answers");
+}
