@@ -76,6 +76,9 @@ use store::{CommitError, Expect, Store, Write};
 /// Name of the store file inside the data directory.
 pub const STORE_FILE: &str = "store.log";
 
+/// Pause after a failed accept before trying again.
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Namespaces every cluster has.
 const SEEDED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
@@ -352,7 +355,14 @@ async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(err) => {
-                tracing::warn!(error = %err, "accept failed");
+                // Out of file descriptors (or another resource), the pending
+                // connection stays queued and accepting again fails at once:
+                // pause instead of spinning a core until resources free up.
+                tracing::warn!(error = %err, "accept failed; pausing before the next attempt");
+                tokio::select! {
+                    _ = tokio::time::sleep(ACCEPT_RETRY) => {}
+                    _ = stop.changed() => break,
+                }
                 continue;
             }
         };
