@@ -421,6 +421,21 @@ impl Store {
         Ok(history.changes.range(start..).cloned().collect())
     }
 
+    /// Like [`Store::list`], but returned only once every write the list
+    /// reflects is durable: objects are applied to memory before their log
+    /// sync completes, and a watcher must never see a write that a crash could
+    /// still take back. `None` if the store log has stopped.
+    pub async fn durable_list(
+        &self,
+        key: &str,
+        namespace: Option<&str>,
+    ) -> Option<(u64, Vec<Arc<StoredObject>>)> {
+        let mut published = self.subscribe();
+        let (rv, objects) = self.list(key, namespace);
+        published.wait_for(|durable| *durable >= rv).await.ok()?;
+        Some((rv, objects))
+    }
+
     /// Notified with the latest durable resourceVersion.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.published.subscribe()
@@ -499,5 +514,58 @@ impl WalOwner for Inner {
             })
             .collect();
         (state.rv, entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_map(name: &str) -> Write {
+        Write {
+            key: "/configmaps".to_string(),
+            namespace: "default".to_string(),
+            name: name.to_string(),
+            expect: Expect::Absent,
+            object: Some(serde_json::json!({"metadata": {"name": name}})),
+        }
+    }
+
+    #[tokio::test]
+    async fn durable_list_waits_until_the_log_has_synced_what_it_shows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Store::open(&dir.path().join("store.log"), &StoreOptions::default()).expect("open");
+        store.commit(config_map("synced")).await.expect("commit");
+
+        // Holding the history lock stops the log thread right after its
+        // sync, before it publishes the write as durable.
+        let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let inner = store.inner.clone();
+        let holder = std::thread::spawn(move || {
+            let _history = lock(&inner.history);
+            let _ = locked.send(());
+            let _ = released.recv();
+        });
+        is_locked.recv().expect("history locked");
+        let (_durable, pending) = store.apply(config_map("pending")).expect("apply");
+        let (_, in_memory) = store.list("/configmaps", Some("default"));
+        assert_eq!(in_memory.len(), 2, "the write is applied to memory at once");
+
+        let listing = tokio::spawn({
+            let store = store.clone();
+            async move { store.durable_list("/configmaps", Some("default")).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(
+            !listing.is_finished(),
+            "listed a write before it was durable"
+        );
+
+        release.send(()).expect("release the history");
+        holder.join().expect("holder thread");
+        let (rv, objects) = listing.await.expect("join").expect("store running");
+        assert_eq!((rv, objects.len()), (pending.rv, 2));
     }
 }

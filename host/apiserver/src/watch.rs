@@ -3,7 +3,8 @@
 //! A watch either starts with synthetic `ADDED` events for the current
 //! objects (`resourceVersion` absent or `0`, or `sendInitialEvents=true`,
 //! which ends the initial burst with a bookmark annotated
-//! `k8s.io/initial-events-end`) or resumes after a resourceVersion. A
+//! `k8s.io/initial-events-end`) or resumes after a resourceVersion. Both the
+//! initial events and the changes show only durable writes. A
 //! resourceVersion older than the retained history is answered with HTTP 200
 //! and an `ERROR` event with code 410, which makes clients re-list. Selectors
 //! apply to transitions: an object that stops matching is sent as `DELETED`
@@ -190,7 +191,11 @@ impl Watch {
             .namespace
             .clone()
             .filter(|_| self.target.def.namespaced);
-        let (rv, objects) = store.list(&self.target.def.storage_key(), namespace.as_deref());
+        let key = self.target.def.storage_key();
+        let durable = store.durable_list(&key, namespace.as_deref());
+        let (rv, objects) = tokio::time::timeout_at(self.deadline, durable)
+            .await
+            .ok()??;
         for object in objects {
             if self.matches(&object)
                 && let Some(event) = self.render("ADDED", &object, None)
