@@ -1,8 +1,10 @@
 //! The README scenario against `ingot dev`, with the real kubectl: the fleet becomes
-//! available, scaling the `workers` MachineSet claims and provisions a host and gives its
-//! Machine a providerID, scaling back to zero releases the host, Ctrl-C stops cleanly and a
-//! second run resumes from the state directory.
+//! available, scaling the `workers` MachineSet claims and provisions a host (its virtual disk
+//! holds the image) and gives its Machine a providerID, a new build of the Redfish driver is
+//! swapped in while the host provisions, scaling back to zero releases and cleans the host,
+//! Ctrl-C stops cleanly and a second run resumes from the state directory.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ingot_e2e::{DevSession, Kubectl, eventually, free_tcp_address};
@@ -17,6 +19,7 @@ fn session_args() -> Vec<String> {
         format!("--listen={}", free_tcp_address()),
         format!("--lab-listen={}", free_tcp_address()),
         format!("--operator-endpoints={}", free_tcp_address()),
+        format!("--agent-listen={}", free_tcp_address()),
         "--image-mib=64".to_string(),
     ]
 }
@@ -39,6 +42,83 @@ fn wait_all_available(kubectl: &Kubectl) -> Vec<Value> {
             .all(|name| host_named(&hosts, name).is_some_and(|h| state_of(h) == "available"));
         ready.then_some(hosts)
     })
+}
+
+/// The first bytes of the lab's OS image.
+fn image_head(state: &Path) -> Vec<u8> {
+    head(&state.join("lab").join("images").join("lab-os.raw"))
+}
+
+fn head(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bytes[..4096.min(bytes.len())].to_vec()
+}
+
+/// The virtual disks of lab machine `host` that start with the image.
+fn disks_holding_image(state: &Path, host: &str) -> Vec<PathBuf> {
+    let image = image_head(state);
+    let dir = state.join("lab").join(host);
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "img"))
+        .filter(|path| head(path) == image)
+        .collect()
+}
+
+/// A new build of a plugin component: the same code with a custom section naming `version`
+/// appended, so its digest differs as a rebuilt component's would.
+fn rebuilt_component(original: &Path, version: &str, into: &Path) -> PathBuf {
+    let mut bytes = std::fs::read(original).unwrap_or_else(|e| panic!("{e}"));
+    let name = b"ingot-build";
+    let mut payload = vec![u8::try_from(name.len()).unwrap_or_default()];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(version.as_bytes());
+    bytes.push(0);
+    bytes.push(u8::try_from(payload.len()).expect("short custom section"));
+    bytes.extend_from_slice(&payload);
+
+    let path = into.join(format!("redfish-{version}.wasm"));
+    std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest as _;
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{e}"));
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Swaps the `redfish` WasmPlugin to a new build and waits until the new digest serves.
+fn swap_redfish_driver(kubectl: &Kubectl, state: &Path) -> String {
+    let plugin = kubectl.json(&["get", "wasmplugin", "redfish"]);
+    let original = plugin["spec"]["source"]["file"]["path"]
+        .as_str()
+        .map(PathBuf::from)
+        .expect("the redfish WasmPlugin loads from a file");
+    let rebuilt = rebuilt_component(&original, "2", state);
+    let digest = sha256_hex(&rebuilt);
+    let patch = serde_json::json!({"spec": {"source": {"file": {"path": rebuilt}}}});
+    kubectl.ok(&[
+        "patch",
+        "wasmplugin",
+        "redfish",
+        "--type=merge",
+        "-p",
+        &patch.to_string(),
+    ]);
+
+    eventually("the new redfish build serving", STEP_TIMEOUT, || {
+        let plugin = kubectl.json(&["get", "wasmplugin", "redfish"]);
+        let ready = plugin["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        (ready && plugin["status"]["loadedDigest"] == digest.as_str()).then_some(())
+    });
+    digest
 }
 
 #[test]
@@ -111,10 +191,28 @@ fn scale_up_provision_scale_down_and_resume() {
         machine["spec"]["providerID"],
         format!("metal3://default/{host_name}/{machine_name}")
     );
+    // While it provisions, a new build of its driver replaces the old one without a restart.
+    eventually("the claimed host provisioning", STEP_TIMEOUT, || {
+        let host = kubectl.json(&["get", "bmh", host_name]);
+        matches!(state_of(&host), "provisioning" | "provisioned").then_some(())
+    });
+    swap_redfish_driver(&kubectl, state.path());
+
     let provisioned = eventually("the claimed host provisioned", STEP_TIMEOUT, || {
         let host = kubectl.json(&["get", "bmh", host_name]);
         (state_of(&host) == "provisioned").then_some(host)
     });
+    assert_eq!(
+        provisioned["status"]["errorMessage"]
+            .as_str()
+            .unwrap_or_default(),
+        ""
+    );
+    assert_eq!(
+        disks_holding_image(state.path(), host_name).len(),
+        1,
+        "one disk of {host_name} holds the image"
+    );
     assert!(
         provisioned["spec"]["image"]["url"]
             .as_str()
@@ -138,6 +236,10 @@ fn scale_up_provision_scale_down_and_resume() {
         },
     );
     assert!(kubectl.items("metal3machines").is_empty());
+    assert!(
+        disks_holding_image(state.path(), host_name).is_empty(),
+        "cleaning erased the image's partition table on {host_name}"
+    );
 
     // Ctrl-C stops everything cleanly; a change made since the first start survives it.
     kubectl.ok(&["label", "bmh", "lab-3", "note=kept"]);
