@@ -176,22 +176,21 @@ pub fn seconds(millis: u64) -> u64 {
     millis / 1_000
 }
 
-/// `url` fit for logs and messages: without user information, query or
-/// fragment, any of which may carry a credential or a token.
+/// `url` fit for logs and messages: its scheme, host and port only. User
+/// information, query and fragment may carry credentials, and a path may
+/// be the secret itself (deploy media are published under an unguessable
+/// path that hands out the agent's token).
 pub fn redact_url(url: &str) -> String {
-    let without_query = url.split(['?', '#']).next().unwrap_or_default();
-    let Some((scheme, rest)) = without_query.split_once("://") else {
-        return without_query.to_owned();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(not a URL)".to_owned();
     };
 
-    let (authority, path) = rest
-        .find('/')
-        .map_or((rest, ""), |slash| rest.split_at(slash));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host = authority
         .rsplit_once('@')
         .map_or(authority, |(_, host)| host);
 
-    format!("{scheme}://{host}{path}")
+    format!("{scheme}://{host}")
 }
 
 #[cfg(test)]
@@ -201,17 +200,18 @@ mod tests {
     use ingot_plugin_sdk::types::Pending;
 
     #[test]
-    fn redacted_urls_keep_host_and_path_only() {
+    fn redacted_urls_keep_scheme_host_and_port_only() {
         assert_eq!(
             redact_url("https://user:secret@images.lab:8443/os.raw?token=abc#x"),
-            "https://images.lab:8443/os.raw"
+            "https://images.lab:8443"
         );
         assert_eq!(
-            redact_url("http://media.lab/deploy.iso"),
-            "http://media.lab/deploy.iso"
+            redact_url("https://10.0.0.1:6385/v1/media/0f3a9c"),
+            "https://10.0.0.1:6385"
         );
         assert_eq!(redact_url("http://token@media.lab"), "http://media.lab");
-        assert_eq!(redact_url("not a url?secret"), "not a url");
+        assert_eq!(redact_url("http://media.lab?token=x"), "http://media.lab");
+        assert_eq!(redact_url("not a url?secret"), "(not a URL)");
     }
 
     #[test]

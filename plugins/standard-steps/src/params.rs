@@ -41,6 +41,11 @@ pub enum ParameterError {
         /// The phase.
         phase: &'static str,
     },
+    /// The deploy agent cannot write an image in this format.
+    #[error(
+        "image format {0:?} cannot be written by the deploy agent: use raw or qcow2 (a live-iso image is booted with the live-iso phase)"
+    )]
+    ImageFormat(String),
     /// The boot mode is not one the host's spec allows.
     #[error("parameter {BOOT_MODE} is {0:?}: expected UEFI, UEFISecureBoot or legacy")]
     BootMode(String),
@@ -129,6 +134,17 @@ pub fn image(ctx: &PhaseContext) -> Result<&Image, ParameterError> {
         })
 }
 
+/// The image of a deployment, in a format the deploy agent writes: raw or
+/// qcow2, or none given (the agent then detects it).
+pub fn deployable_image(ctx: &PhaseContext) -> Result<&Image, ParameterError> {
+    let image = image(ctx)?;
+
+    match image.format.as_deref() {
+        None | Some("" | "raw" | "qcow2") => Ok(image),
+        Some(other) => Err(ParameterError::ImageFormat(other.to_owned())),
+    }
+}
+
 /// The phase as the WIT spells it.
 pub fn phase_name(phase: Phase) -> &'static str {
     match phase {
@@ -198,6 +214,33 @@ mod tests {
         );
 
         assert_eq!(boot_mode(&ctx), Ok(BootMode::Uefi));
+    }
+
+    #[test]
+    fn only_formats_the_agent_writes_can_be_deployed() {
+        let with_format = |format: Option<&str>| {
+            let mut ctx = context(Phase::Deploy);
+            if let Some(image) = ctx.image.as_mut() {
+                image.format = format.map(Into::into);
+            }
+            deployable_image(&ctx).map(|_| ())
+        };
+
+        assert_eq!(with_format(Some("raw")), Ok(()));
+        assert_eq!(with_format(Some("qcow2")), Ok(()));
+        assert_eq!(with_format(None), Ok(()));
+        assert_eq!(
+            with_format(Some("vmdk")),
+            Err(ParameterError::ImageFormat("vmdk".into()))
+        );
+        assert_eq!(
+            with_format(Some("live-iso")).map_err(|error| error.to_string()),
+            Err(
+                "image format \"live-iso\" cannot be written by the deploy agent: use raw or \
+                 qcow2 (a live-iso image is booted with the live-iso phase)"
+                    .into()
+            )
+        );
     }
 
     #[test]

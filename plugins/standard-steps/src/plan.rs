@@ -140,7 +140,7 @@ pub fn plan(ctx: &PhaseContext) -> Result<Vec<Step>, ParameterError> {
         Phase::Prepare => Ok(Vec::new()),
         Phase::Deploy => {
             params::deploy_media_url(ctx)?;
-            params::image(ctx)?;
+            params::deployable_image(ctx)?;
             Ok(vec![
                 step(StepKind::BootDeployMedia),
                 step(StepKind::WriteImage),

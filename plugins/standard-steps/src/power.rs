@@ -216,23 +216,9 @@ pub fn power_off(
             continue;
         }
 
-        let answer = match state.stage {
-            PowerOffStage::Soft => match host.set_power(PowerAction::OffSoft) {
-                Err(ControlError::NotSupported(detail)) => {
-                    host.log(
-                        Level::Info,
-                        "the driver cannot shut the host down gracefully, cutting power",
-                        &[("detail", &detail)],
-                    );
-                    state = PowerOffState::enter(host, PowerOffStage::Hard);
-                    continue;
-                }
-                answer => driven("shut the host down", answer)?,
-            },
-            PowerOffStage::Hard => {
-                driven("power the host off", host.set_power(PowerAction::OffHard))?
-            }
-            PowerOffStage::Eject => eject(host)?,
+        let Some(answer) = power_off_request(host, state.stage)? else {
+            state = PowerOffState::enter(host, PowerOffStage::Hard);
+            continue;
         };
 
         match answer {
@@ -250,6 +236,28 @@ pub fn power_off(
             }
             Driven::Pending(wait) => return wait.requeue(&state),
         }
+    }
+}
+
+/// Sends the request of a power-off stage. `None` when the driver cannot
+/// shut the host down gracefully: power is then cut instead.
+fn power_off_request(host: &impl StepHost, stage: PowerOffStage) -> Result<Option<Driven>, Halt> {
+    match stage {
+        PowerOffStage::Soft => match host.set_power(PowerAction::OffSoft) {
+            Err(ControlError::NotSupported(detail)) => {
+                host.log(
+                    Level::Info,
+                    "the driver cannot shut the host down gracefully, cutting power",
+                    &[("detail", &detail)],
+                );
+                Ok(None)
+            }
+            answer => driven("shut the host down", answer).map(Some),
+        },
+        PowerOffStage::Hard => {
+            driven("power the host off", host.set_power(PowerAction::OffHard)).map(Some)
+        }
+        PowerOffStage::Eject => eject(host).map(Some),
     }
 }
 
