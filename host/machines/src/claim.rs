@@ -482,3 +482,66 @@ fn claim_patch(host: &BareMetalHost, request: &ClaimRequest) -> Value {
         "spec": { "consumerRef": request.consumer.reference() },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, labels: &[(&str, &str)], consumer: Option<&str>) -> BareMetalHost {
+        serde_json::from_value(json!({
+            "apiVersion": "metal3.io/v1alpha1",
+            "kind": "BareMetalHost",
+            "metadata": {
+                "name": name,
+                "labels": labels.iter().copied().collect::<BTreeMap<_, _>>(),
+            },
+            "spec": {
+                "online": false,
+                "consumerRef": consumer.map(|name| json!({ "kind": "Metal3Machine", "name": name })),
+            },
+        }))
+        .unwrap_or_else(|error| panic!("host {name}: {error}"))
+    }
+
+    #[test]
+    fn domain_usage_counts_the_held_hosts_of_the_group() {
+        let cluster = ("cluster.x-k8s.io/cluster-name", "lab");
+        let hosts = [
+            host(
+                "a",
+                &[cluster, (FAILURE_DOMAIN_LABEL, "rack-1")],
+                Some("m1"),
+            ),
+            host(
+                "b",
+                &[cluster, (FAILURE_DOMAIN_LABEL, "rack-1")],
+                Some("m2"),
+            ),
+            host("c", &[cluster], Some("m3")),
+            host("d", &[(FAILURE_DOMAIN_LABEL, "rack-1")], Some("other")),
+            host("e", &[cluster, (FAILURE_DOMAIN_LABEL, "rack-2")], None),
+        ];
+        let group = BTreeMap::from([(cluster.0.to_owned(), cluster.1.to_owned())]);
+
+        let usage = domain_usage(&hosts, &group);
+
+        assert_eq!(
+            usage,
+            BTreeMap::from([("".to_owned(), 1), ("rack-1".to_owned(), 2)])
+        );
+        assert!(domain_usage(&hosts, &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn a_waiting_message_names_the_first_refusals() {
+        let rejected: Vec<(String, String)> = (0..5)
+            .map(|i| (format!("h{i}"), "fewer than 8 CPUs".to_owned()))
+            .collect();
+
+        assert_eq!(rejection_summary(&[]), "");
+        assert_eq!(
+            rejection_summary(&rejected),
+            " (h0: fewer than 8 CPUs; h1: fewer than 8 CPUs; h2: fewer than 8 CPUs; and 2 more)"
+        );
+    }
+}

@@ -407,3 +407,139 @@ fn number<T: TryFrom<i64> + Default>(value: Option<i64>) -> T {
         .and_then(|value| T::try_from(value).ok())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offered(name: &str) -> Candidate {
+        Candidate {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            labels: BTreeMap::new(),
+            failure_domain: None,
+            hardware: None,
+            bmc_scheme: Some("redfish".into()),
+        }
+    }
+
+    fn wit_ranked(name: &str, score: i64) -> wit::Ranked {
+        wit::Ranked {
+            host: wit_types::HostRef {
+                namespace: "lab".into(),
+                name: name.into(),
+                uid: format!("uid-{name}"),
+            },
+            score,
+            reasons: Vec::new(),
+        }
+    }
+
+    fn ranked(names: &[&str]) -> Ranking {
+        Ranking {
+            ranked: names
+                .iter()
+                .map(|name| Ranked {
+                    name: (*name).into(),
+                    score: 0,
+                    reasons: Vec::new(),
+                })
+                .collect(),
+            rejected: Vec::new(),
+        }
+    }
+
+    fn names(ranking: &Ranking) -> Vec<&str> {
+        ranking.ranked.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_plugin_cannot_add_hosts_or_name_one_twice() {
+        let choice = wit::Choice {
+            ranked: vec![
+                wit_ranked("b", 9),
+                wit_ranked("not-offered", 8),
+                wit_ranked("b", 7),
+                wit_ranked("a", 6),
+            ],
+            rejected: Vec::new(),
+        };
+
+        let ranking = ranking(choice, &[offered("a"), offered("b")]);
+
+        assert_eq!(names(&ranking), ["b", "a"]);
+        assert_eq!(ranking.ranked[0].score, 9);
+    }
+
+    #[test]
+    fn rankings_are_merged_position_by_position() {
+        let merged = interleave(vec![ranked(&["a1", "a2", "a3"]), ranked(&["b1"])]);
+
+        assert_eq!(names(&merged), ["a1", "b1", "a2", "a3"]);
+    }
+
+    #[test]
+    fn the_claim_carries_every_expressible_requirement() {
+        let query = crate::labels::LabelQuery::compile(Some(&ingot_api::selector::HostSelector {
+            match_labels: Some(BTreeMap::from([("role".into(), "worker".into())])),
+            match_expressions: Some(vec![
+                ingot_api::selector::HostSelectorRequirement {
+                    key: "retired".into(),
+                    operator: "DoesNotExist".into(),
+                    values: None,
+                },
+                ingot_api::selector::HostSelectorRequirement {
+                    key: "generation".into(),
+                    operator: "Gt".into(),
+                    values: Some(vec!["3".into()]),
+                },
+            ]),
+        }))
+        .expect("valid selector");
+        let request = SelectionRequest {
+            namespace: "lab".into(),
+            identity: "lab/worker-0".into(),
+            query,
+            domain_usage: BTreeMap::from([("rack-a".into(), 2)]),
+            ..SelectionRequest::default()
+        };
+
+        let claim = claim(&request);
+
+        let expressions: Vec<_> = claim
+            .selector
+            .match_expressions
+            .iter()
+            .map(|e| (e.key.as_str(), e.operator, e.values.clone()))
+            .collect();
+        assert_eq!(
+            expressions,
+            [
+                ("role", wit::SelectorOperator::In, vec!["worker".to_owned()]),
+                ("retired", wit::SelectorOperator::DoesNotExist, Vec::new()),
+            ]
+        );
+        assert_eq!(claim.domain_usage, [("rack-a".to_owned(), 2)]);
+    }
+
+    #[test]
+    fn hardware_keeps_what_selectors_compare_and_clamps_nonsense() {
+        let details: HardwareDetails = serde_json::from_value(serde_json::json!({
+            "cpu": { "arch": "aarch64", "count": 48 },
+            "ramMebibytes": 196608,
+            "nics": [{ "name": "eno1", "mac": "52:54:00:AB:CD:EF", "vlanId": 70000 }],
+            "storage": [{ "name": "/dev/sda", "sizeBytes": -1, "type": "NVME" }],
+        }))
+        .expect("hardware");
+
+        let converted = hardware(&details);
+
+        let cpu = converted.cpu.expect("cpu");
+        assert_eq!((cpu.arch.as_str(), cpu.count), ("aarch64", 48));
+        assert_eq!(converted.ram_mebibytes, 196_608);
+        assert_eq!(converted.nics[0].mac, "52:54:00:ab:cd:ef");
+        assert_eq!(converted.nics[0].vlan_id, None);
+        assert_eq!(converted.storage[0].size_bytes, 0);
+        assert_eq!(converted.storage[0].kind, Some(wit_types::DiskKind::Nvme));
+    }
+}

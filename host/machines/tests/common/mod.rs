@@ -44,6 +44,9 @@ pub const IMAGE: &str = "http://images.lab.test/node.qcow2";
 /// the rest of the suite.
 pub const WAIT: Duration = Duration::from_secs(300);
 
+/// Longest one step of the host controller double may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Converts between the served versions, as the ingot webhook does on a real cluster.
 struct Converter;
 
@@ -127,7 +130,14 @@ impl Lab {
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
-                    _ = tokio::time::sleep(Duration::from_millis(40)) => worker.step(&client).await,
+                    _ = tokio::time::sleep(Duration::from_millis(40)) => {
+                        // Like the real host controller's reconcile timeout: a request the API
+                        // server never answers is abandoned and the next step starts afresh.
+                        let step = tokio::time::timeout(STEP_TIMEOUT, worker.step(&client));
+                        if step.await.is_err() {
+                            tracing::warn!("host double: a step got no answer in time; retrying");
+                        }
+                    }
                 }
             }
         });
