@@ -143,9 +143,22 @@ impl Site {
         }
     }
 
-    /// Starts an operator; its state directory survives restarts, as a volume would.
-    async fn start_operator(&self) -> Operator {
-        let backend = PluginBackend::start(BackendConfig {
+    /// Starts the plugin backend; after a killed operator, its agent API port may take a moment
+    /// to be released.
+    async fn start_backend(&self) -> PluginBackend {
+        let mut last_error = None;
+        for _ in 0..50 {
+            match PluginBackend::start(self.backend_config()).await {
+                Ok(backend) => return backend,
+                Err(error) => last_error = Some(error),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("backend: {last_error:?}");
+    }
+
+    fn backend_config(&self) -> BackendConfig {
+        BackendConfig {
             registry: self.registry.clone(),
             routing: Arc::new(BuiltinRouting),
             agent_api: AgentApiConfig {
@@ -156,9 +169,12 @@ impl Site {
             },
             state_dir: Some(self.dir.path().join("operator")),
             max_busy_hosts: 4,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("backend: {e}"));
+        }
+    }
+
+    /// Starts an operator; its state directory survives restarts, as a volume would.
+    async fn start_operator(&self) -> Operator {
+        let backend = self.start_backend().await;
 
         let settings = Settings {
             max_provisioning_retries: 2,
