@@ -145,7 +145,7 @@ impl ClaimEngine {
     pub async fn claim(&self, request: &ClaimRequest) -> Result<Claim, ClaimError> {
         let namespace = &request.consumer.namespace;
 
-        for attempt in 0..self.attempts {
+        for _ in 0..self.attempts {
             let hosts = self.list(namespace).await?;
             let usage = domain_usage(&hosts, &request.host_labels);
             let sorted = Sorted::new(hosts, &request.consumer, &request.wanted);
@@ -169,8 +169,7 @@ impl ClaimEngine {
 
             for host in order {
                 if let Some(claimed) = self.take(host, request).await? {
-                    tracing::info!(consumer = %request.consumer, host = %claimed.name_any(), attempt, "claimed host");
-                    return Ok(Claim::Held(Box::new(claimed)));
+                    return self.keep_unless_doubled(claimed, request).await;
                 }
             }
         }
@@ -273,6 +272,50 @@ impl ClaimEngine {
         Ok((order, ranking.rejected))
     }
 
+    /// Keeps a freshly claimed host unless the consumer turns out to hold another one too.
+    ///
+    /// The host lock cannot stop two controller instances from claiming two different hosts
+    /// for the same consumer at once. Each claimant therefore looks again after its claim:
+    /// whoever sees an earlier claim for the same consumer hands its own host back (guarded by
+    /// the resourceVersion it wrote). The later of two claims always sees the earlier one, so
+    /// at most one survives; if both step back, the next reconcile claims again.
+    async fn keep_unless_doubled(
+        &self,
+        claimed: BareMetalHost,
+        request: &ClaimRequest,
+    ) -> Result<Claim, ClaimError> {
+        let name = claimed.name_any();
+        let namespace = &request.consumer.namespace;
+        let hosts = self.list(namespace).await?;
+        let doubled = hosts.iter().any(|host| {
+            host.name_any() != name
+                && host
+                    .spec
+                    .consumer_ref
+                    .as_ref()
+                    .is_some_and(|reference| request.consumer.is(reference))
+        });
+        if !doubled {
+            tracing::info!(consumer = %request.consumer, host = %name, "claimed host");
+            return Ok(Claim::Held(Box::new(claimed)));
+        }
+
+        let undo = unclaim_patch(&claimed, request);
+        let handed_back =
+            self.write(&claimed, &undo)
+                .await
+                .map_err(|source| ClaimError::WriteRelease {
+                    namespace: namespace.clone(),
+                    host: name.clone(),
+                    source,
+                })?;
+        tracing::info!(consumer = %request.consumer, host = %name, handed_back = handed_back.is_some(), "another instance claimed a host for this consumer at the same time; handing this one back");
+        Ok(Claim::Waiting(format!(
+            "claimed host {name} at the same time as another controller instance claimed \
+             one; handed {name} back"
+        )))
+    }
+
     /// Writes the claim on `host` if nobody wrote the host since it was listed; `None` when
     /// another writer got there first.
     async fn take(
@@ -301,6 +344,24 @@ impl ClaimEngine {
             }),
         }
     }
+}
+
+/// Undoes [`claim_patch`] on a host claimed a moment ago, guarded by the `resourceVersion`
+/// the claim produced.
+fn unclaim_patch(host: &BareMetalHost, request: &ClaimRequest) -> Value {
+    let labels: Map<String, Value> = request
+        .host_labels
+        .keys()
+        .map(|key| (key.clone(), Value::Null))
+        .collect();
+
+    json!({
+        "metadata": {
+            "resourceVersion": host.resource_version(),
+            "labels": labels,
+        },
+        "spec": { "consumerRef": null },
+    })
 }
 
 /// Which consumers of kind `K` a host event concerns: the one its `consumerRef` names; for a
