@@ -1,17 +1,20 @@
 //! What the benchmark measures about the process and the operator's API traffic.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use ingot_operator::metrics::Metrics;
 
 /// Requests the operator's client sent, and how many of them change something (not GET).
+/// Writes are also counted by method and resource, to show what they are spent on.
 #[derive(Default)]
 pub struct Traffic {
     requests: AtomicU64,
     writes: AtomicU64,
+    writes_by_kind: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Traffic {
@@ -21,6 +24,39 @@ impl Traffic {
             self.requests.load(Ordering::SeqCst),
             self.writes.load(Ordering::SeqCst),
         )
+    }
+
+    /// Writes so far per method and resource, e.g. `PATCH baremetalhosts/status`.
+    pub fn writes_by_kind(&self) -> BTreeMap<String, u64> {
+        self.writes_by_kind
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn count_write(&self, method: &http::Method, path: &str) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        let kind = format!("{method} {}", resource_of(path));
+        let mut by_kind = self
+            .writes_by_kind
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *by_kind.entry(kind).or_default() += 1;
+    }
+}
+
+/// The resource (and subresource) a request path names: `/apis/metal3.io/v1alpha1/namespaces/
+/// default/baremetalhosts/host-1/status` gives `baremetalhosts/status`.
+fn resource_of(path: &str) -> String {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let after_namespace = segments
+        .iter()
+        .position(|segment| *segment == "namespaces")
+        .map_or(0, |index| index + 2);
+    let resource = segments.get(after_namespace).copied().unwrap_or("?");
+    match segments.get(after_namespace + 2) {
+        Some(subresource) => format!("{resource}/{subresource}"),
+        None => resource.to_string(),
     }
 }
 
@@ -60,7 +96,8 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         self.traffic.requests.fetch_add(1, Ordering::Relaxed);
         if request.method() != http::Method::GET {
-            self.traffic.writes.fetch_add(1, Ordering::Relaxed);
+            self.traffic
+                .count_write(request.method(), request.uri().path());
         }
         self.inner.call(request)
     }
@@ -105,7 +142,7 @@ pub fn reconciles(metrics: &Metrics) -> (f64, f64) {
 }
 
 /// What one phase cost, as differences between two [`Meter`] readings.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Cost {
     /// Wall time from the start of the phase until every host reached the wanted state.
     pub wall: Duration,
@@ -119,12 +156,15 @@ pub struct Cost {
     pub reconcile_seconds: f64,
     /// CPU time of the whole process.
     pub cpu: Duration,
+    /// Writes per method and resource.
+    pub writes_by_kind: BTreeMap<String, u64>,
 }
 
 /// One reading of every counter, taken at the start of a phase.
 pub struct Meter {
     started: std::time::Instant,
     traffic: (u64, u64),
+    writes_by_kind: BTreeMap<String, u64>,
     reconciles: (f64, f64),
     cpu: Duration,
 }
@@ -135,6 +175,7 @@ impl Meter {
         Meter {
             started: std::time::Instant::now(),
             traffic: traffic.snapshot(),
+            writes_by_kind: traffic.writes_by_kind(),
             reconciles: reconciles(metrics),
             cpu: process_cpu(),
         }
@@ -144,6 +185,12 @@ impl Meter {
     pub fn finish(&self, traffic: &Traffic, metrics: &Metrics) -> Cost {
         let (requests, writes) = traffic.snapshot();
         let (count, seconds) = reconciles(metrics);
+        let mut writes_by_kind = traffic.writes_by_kind();
+        for (kind, count) in &mut writes_by_kind {
+            *count =
+                count.saturating_sub(self.writes_by_kind.get(kind).copied().unwrap_or_default());
+        }
+        writes_by_kind.retain(|_, count| *count > 0);
         Cost {
             wall: self.started.elapsed(),
             requests: requests - self.traffic.0,
@@ -151,6 +198,7 @@ impl Meter {
             reconciles: count - self.reconciles.0,
             reconcile_seconds: seconds - self.reconciles.1,
             cpu: process_cpu().saturating_sub(self.cpu),
+            writes_by_kind,
         }
     }
 }

@@ -113,6 +113,12 @@ pub fn print_run(run: &Run) {
         shape.machines,
         run.baseline,
     );
+    print_writes("creation -> available", &run.to_available, shape.hosts);
+    print_writes(
+        "available -> provisioned",
+        &run.to_provisioned,
+        shape.machines,
+    );
     print_memory(run);
     println!(
         "image downloads: {} for {} provisioned machines",
@@ -140,6 +146,15 @@ fn print_phase(name: &str, cost: &Cost, hosts: usize, baseline: Duration) {
     );
 }
 
+fn print_writes(phase: &str, cost: &Cost, hosts: usize) {
+    let kinds: Vec<String> = cost
+        .writes_by_kind
+        .iter()
+        .map(|(kind, count)| format!("{kind} {:.2}", *count as f64 / hosts.max(1) as f64))
+        .collect();
+    println!("writes per host, {phase}: {}", kinds.join(", "));
+}
+
 fn print_memory(run: &Run) {
     let (Some(mib), Some(per_host)) = (run.rss_mib(), run.rss_kib_per_host()) else {
         println!("peak resident memory: not reported by this kernel");
@@ -164,7 +179,14 @@ pub fn print_comparison(runs: &[Run]) {
     println!("== per-host cost by fleet size, creation -> available ==");
     println!(
         "{:>6} {:>8} {:>8} {:>9} {:>11} {:>11} {:>8} {:>9}",
-        "hosts", "wall s", "ms/host", "req/host", "writes/host", "CPU ms/host", "RSS MiB", "KiB/host"
+        "hosts",
+        "wall s",
+        "ms/host",
+        "req/host",
+        "writes/host",
+        "CPU ms/host",
+        "RSS MiB",
+        "KiB/host"
     );
     for run in runs {
         let per_host = PerHost::of(&run.to_available, run.shape.hosts);

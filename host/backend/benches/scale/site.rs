@@ -247,10 +247,10 @@ impl Site {
             .find(|nic| nic.pxe)
             .map(|nic| nic.mac.clone())
             .unwrap_or_else(|| panic!("{} has no PXE NIC", machine.id));
-        let address = self
-            .lab
-            .bmc_address(&machine.id)
-            .replacen("redfish+", "redfish-virtualmedia+", 1);
+        let address =
+            self.lab
+                .bmc_address(&machine.id)
+                .replacen("redfish+", "redfish-virtualmedia+", 1);
         let host: BareMetalHost = serde_json::from_value(json!({
             "apiVersion": "metal3.io/v1alpha1", "kind": "BareMetalHost",
             "metadata": {"name": name, "namespace": NAMESPACE},
@@ -270,7 +270,8 @@ impl Site {
     /// Gives each named host the lab's image, many at a time.
     pub async fn set_images(&self, names: &[String]) {
         let url = format!("{}/images/{IMAGE}.raw", self.lab.url());
-        let image = json!({"url": url, "checksum": format!("{url}.sha256sum"), "checksumType": "sha256"});
+        let image =
+            json!({"url": url, "checksum": format!("{url}.sha256sum"), "checksumType": "sha256"});
         let patch = Patch::Merge(json!({"spec": {"image": image}}));
         let hosts = self.hosts();
         futures::stream::iter(names)
@@ -374,7 +375,11 @@ async fn registry() -> Arc<Registry> {
     );
     let plugins = [
         (REDFISH_DRIVER, "ingot-plugin-redfish", World::BmcDriver),
-        (STANDARD_STEPS, "ingot-standard-steps", World::ProvisioningSteps),
+        (
+            STANDARD_STEPS,
+            "ingot-standard-steps",
+            World::ProvisioningSteps,
+        ),
     ];
     for (name, crate_name, world) in plugins {
         let spec = PluginSpec {
