@@ -3,7 +3,7 @@
 //! ```text
 //!  candidates ─▶ Routing::plugins_for(host).selector ─▶ one group per selector binding
 //!                                                            │
-//!         Registry::call(select) ◀── plugin loaded ──────────┤
+//!  Registry::call(select, binding config) ◀── plugin loaded ┤
 //!         DefaultSelector::rank  ◀── not loaded / ignored ───┘
 //!                                                            ▼
 //!                                   rankings merged position by position
@@ -110,7 +110,12 @@ impl PluginSelector {
         };
         let plugin = binding.plugin.as_str();
 
-        match self.registry.call(plugin, call, CallScope::default()).await {
+        let scope = CallScope {
+            config_overrides: binding.config.clone(),
+            ..CallScope::default()
+        };
+
+        match self.registry.call(plugin, call, scope).await {
             Ok(PluginReply::Choice(choice)) => Ok(ranking(choice, candidates)),
             Ok(other) => Err(failed(plugin, UnexpectedReply(format!("{other:?}")))),
             Err(CallError::NotLoaded { .. } | CallError::Ignored { .. }) => {

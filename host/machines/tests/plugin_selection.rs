@@ -39,13 +39,17 @@ const POOL_LABEL: &str = "pool";
 /// default selector, as a `HostPolicy` selecting on that label would.
 struct SiteRouting {
     site_selector: String,
+    config: Vec<(String, String)>,
 }
 
 impl Routing for SiteRouting {
     fn plugins_for(&self, facts: &HostFacts<'_>) -> Result<HostPlugins, RoutingError> {
         let mut plugins = BuiltinRouting.plugins_for(facts)?;
         if facts.labels.get(POOL_LABEL).map(String::as_str) == Some("site") {
-            plugins.selector = PluginBinding::named(&self.site_selector);
+            plugins.selector = PluginBinding {
+                config: self.config.clone(),
+                ..PluginBinding::named(&self.site_selector)
+            };
         }
         Ok(plugins)
     }
@@ -54,6 +58,7 @@ impl Routing for SiteRouting {
 fn site_routing() -> Arc<dyn Routing> {
     Arc::new(SiteRouting {
         site_selector: EXAMPLE.to_owned(),
+        config: Vec::new(),
     })
 }
 
@@ -368,6 +373,31 @@ async fn a_failing_plugin_fails_the_ranking_with_its_reason() {
             .unwrap_or_default()
     );
     assert!(chain.contains("lots"), "{chain}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_configuration_of_a_binding_reaches_the_plugin() {
+    let registry = registry();
+    load(&registry, EXAMPLE, &[]).await;
+    let routing = Arc::new(SiteRouting {
+        site_selector: EXAMPLE.to_owned(),
+        config: vec![("spread-weight".to_owned(), "plenty".to_owned())],
+    });
+    let selector = PluginSelector::new(registry, routing);
+
+    let error = selector
+        .select(
+            &request("default/worker-0"),
+            &[candidate("site-small", "site", 4, 16)],
+        )
+        .await
+        .expect_err("the overridden configuration is invalid");
+
+    let source = std::error::Error::source(&error).map(ToString::to_string);
+    assert!(
+        source.is_some_and(|text| text.contains("plenty")),
+        "{error:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
