@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use ingot_api::plugins::{self as api, HostPolicy, HostPolicyStatus, PluginRef, WasmPlugin};
 use ingot_plugin_host::bindings::steps::Phase;
 use ingot_plugin_host::drivers::default_driver;
@@ -303,15 +302,7 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    controller
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(error = %error_chain(&error), "HostPolicy reconcile did not complete");
-            }
-        })
-        .await;
+    crate::drive(controller, reconcile, error_policy, ctx, shutdown).await;
 }
 
 fn error_policy(policy: Arc<HostPolicy>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {

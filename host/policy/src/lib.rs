@@ -57,14 +57,18 @@ pub mod index;
 pub mod spec;
 pub mod wasmplugin;
 
+use std::fmt::Debug;
+use std::hash::Hash;
 use std::path::Path;
 use std::sync::Arc;
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt, TryFuture};
 use ingot_api::plugins::{HostPolicy, WasmPlugin};
-use ingot_plugin_host::registry::Registry;
+use ingot_plugin_host::registry::{Registry, error_chain};
 use ingot_plugin_host::routing::Routing;
-use kube::{Api, Client};
+use kube::runtime::controller::{Action, Controller};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
 
 pub use bundled::{BundledReport, load_bundled};
 pub use hostpolicy::PolicyRouting;
@@ -115,6 +119,31 @@ pub async fn start(
     policy_index.listed().await;
     plugin_index.listed().await;
     routing
+}
+
+/// Runs `controller` until `shutdown` completes; a reconcile that did not
+/// complete is logged at debug level (its error policy already warned).
+async fn drive<K, Ctx, ReconcileFut>(
+    controller: Controller<K>,
+    reconcile: impl FnMut(Arc<K>, Arc<Ctx>) -> ReconcileFut,
+    error_policy: impl Fn(Arc<K>, &ReconcileFut::Error, Arc<Ctx>) -> Action,
+    ctx: Arc<Ctx>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Debug + Unpin + Eq + Hash + Clone,
+    ReconcileFut: TryFuture<Ok = Action> + Send + 'static,
+    ReconcileFut::Error: std::error::Error + Send + 'static,
+{
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(error = %error_chain(&error), "reconcile did not complete");
+            }
+        })
+        .await;
 }
 
 /// Runs `work` until `shutdown` completes.

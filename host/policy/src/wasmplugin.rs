@@ -25,7 +25,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use ingot_api::plugins::{WasmPlugin, WasmPluginStatus};
 use ingot_plugin_host::guard::GuardState;
 use ingot_plugin_host::registry::{LoadError, PluginStatus, Registry, error_chain};
@@ -150,15 +149,7 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    controller
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(error = %error_chain(&error), "WasmPlugin reconcile did not complete");
-            }
-        })
-        .await;
+    crate::drive(controller, reconcile, error_policy, ctx, shutdown).await;
 }
 
 async fn reconcile(plugin: Arc<WasmPlugin>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {

@@ -13,7 +13,7 @@ use ingot_plugin_host::state::CallScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::{Lab, condition, file_plugin, first_ranked, has, select, wait_for};
+use support::{Lab, condition, first_ranked, has, select, wait_for};
 
 const EXAMPLE: &str = "ingot-example-host-selection";
 
@@ -51,6 +51,13 @@ fn spread_policy(driver: Option<PluginRef>) -> HostPolicy {
     policy
 }
 
+async fn create_policy(policies: &Api<HostPolicy>, policy: &HostPolicy) {
+    policies
+        .create(&PostParams::default(), policy)
+        .await
+        .expect("create HostPolicy");
+}
+
 fn ready(policy: &HostPolicy) -> Option<(String, String)> {
     let found = condition(policy.status.as_ref()?.conditions.as_ref(), "Ready")?;
     Some((found.status.clone(), found.message.clone()))
@@ -71,13 +78,7 @@ async fn a_policy_routes_its_hosts_once_its_plugins_are_ready() {
     let policies: Api<HostPolicy> = Api::namespaced(lab.client.clone(), "default");
     let (labelled, plain) = (labels(&[("pool", "spread")]), labels(&[("pool", "other")]));
 
-    policies
-        .create(
-            &PostParams::default(),
-            &spread_policy(Some(plugin_ref("dell-oem", &[]))),
-        )
-        .await
-        .expect("create HostPolicy");
+    create_policy(&policies, &spread_policy(Some(plugin_ref("dell-oem", &[])))).await;
     let waiting = wait_for(&policies, "spread", "Ready False", |p| {
         ready(p).is_some_and(|(status, _)| status == "False")
     })
@@ -101,13 +102,8 @@ async fn a_policy_routes_its_hosts_once_its_plugins_are_ready() {
     assert_eq!(policy, "default/spread");
     assert!(reason.contains("dell-oem"), "{reason}");
 
-    lab.plugins()
-        .create(
-            &PostParams::default(),
-            &file_plugin("site", EXAMPLE, PluginWorld::HostSelector),
-        )
-        .await
-        .expect("create WasmPlugin");
+    lab.create_plugin("site", EXAMPLE, PluginWorld::HostSelector)
+        .await;
     policies
         .patch(
             "spread",
@@ -176,20 +172,9 @@ async fn a_plugin_of_the_wrong_world_is_named() {
     let lab = Lab::start(empty.path(), GuardSettings::default()).await;
     let policies: Api<HostPolicy> = Api::namespaced(lab.client.clone(), "default");
 
-    lab.plugins()
-        .create(
-            &PostParams::default(),
-            &file_plugin("site", EXAMPLE, PluginWorld::HostSelector),
-        )
-        .await
-        .expect("create WasmPlugin");
-    policies
-        .create(
-            &PostParams::default(),
-            &spread_policy(Some(plugin_ref("site", &[]))),
-        )
-        .await
-        .expect("create HostPolicy");
+    lab.create_plugin("site", EXAMPLE, PluginWorld::HostSelector)
+        .await;
+    create_policy(&policies, &spread_policy(Some(plugin_ref("site", &[])))).await;
 
     let refused = wait_for(&policies, "spread", "Ready False for the world", |p| {
         ready(p).is_some_and(|(status, message)| {

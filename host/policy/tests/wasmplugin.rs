@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ingot_api::plugins::{ConfigMapSource, PluginWorld, WasmPlugin};
 use ingot_plugin_host::cache::sha256_hex;
+use ingot_plugin_host::calls::PluginReply;
 use ingot_plugin_host::guard::GuardState;
 use ingot_plugin_host::limits::GuardSettings;
 use ingot_plugin_host::state::CallScope;
@@ -16,7 +17,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::{Lab, file_plugin, has, plugin_condition, select, status, wait_for, wait_gone, wasm};
+use support::{Lab, has, plugin_condition, select, status, wait_for, wait_gone, wasm};
 
 const SELECTOR: &str = "ingot-default-selector";
 const EXAMPLE: &str = "ingot-example-host-selection";
@@ -27,11 +28,25 @@ async fn lab() -> Lab {
     Lab::start(empty.path(), GuardSettings::default()).await
 }
 
-async fn create(lab: &Lab, plugin: &WasmPlugin) {
-    lab.plugins()
-        .create(&PostParams::default(), plugin)
-        .await
-        .expect("create WasmPlugin");
+/// Creates a host-selector `WasmPlugin` from plugin crate `crate_name` and
+/// waits until it serves.
+async fn serving(lab: &Lab, name: &str, crate_name: &str) -> WasmPlugin {
+    lab.create_plugin(name, crate_name, PluginWorld::HostSelector)
+        .await;
+
+    wait_for(&lab.plugins(), name, "Ready", |p| {
+        has(p, "Ready", "True", "Serving")
+    })
+    .await
+}
+
+/// Asserts that the plugin `name` answers a selection.
+async fn answers(lab: &Lab, name: &str) -> PluginReply {
+    let reply = lab
+        .registry
+        .call(name, select("lab/m1"), CallScope::default())
+        .await;
+    reply.unwrap_or_else(|error| panic!("{name} answers: {error}"))
 }
 
 async fn patch_spec(lab: &Lab, name: &str, spec: serde_json::Value) {
@@ -107,16 +122,7 @@ fn from_config_map(name: &str, key: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_loads_and_reports_its_digest() {
     let lab = lab().await;
-    create(
-        &lab,
-        &file_plugin("site", SELECTOR, PluginWorld::HostSelector),
-    )
-    .await;
-
-    let plugin = wait_for(&lab.plugins(), "site", "Ready", |p| {
-        has(p, "Ready", "True", "Serving")
-    })
-    .await;
+    let plugin = serving(&lab, "site", SELECTOR).await;
 
     let status = status(&plugin);
     let digest = sha256_hex(&wasm(SELECTOR));
@@ -134,26 +140,14 @@ async fn a_plugin_loads_and_reports_its_digest() {
             .any(|f| f == FINALIZER)
     );
 
-    let reply = lab
-        .registry
-        .call("site", select("lab/m1"), CallScope::default())
-        .await;
-    assert!(reply.is_ok(), "{reply:?}");
+    answers(&lab, "site").await;
     lab.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_specs_keep_the_old_version_serving_and_say_why() {
     let lab = lab().await;
-    create(
-        &lab,
-        &file_plugin("site", SELECTOR, PluginWorld::HostSelector),
-    )
-    .await;
-    wait_for(&lab.plugins(), "site", "Ready", |p| {
-        has(p, "Ready", "True", "Serving")
-    })
-    .await;
+    serving(&lab, "site", SELECTOR).await;
     let first = sha256_hex(&wasm(SELECTOR));
 
     let path = support::wasm_path(SELECTOR).display().to_string();
@@ -232,26 +226,14 @@ async fn broken_specs_keep_the_old_version_serving_and_say_why() {
         Some(first.clone()),
         "v1 serves throughout"
     );
-    let reply = lab
-        .registry
-        .call("site", select("lab/m1"), CallScope::default())
-        .await;
-    assert!(reply.is_ok(), "{reply:?}");
+    answers(&lab, "site").await;
     lab.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_swaps_the_plugin_and_a_deletion_removes_it() {
     let lab = lab().await;
-    create(
-        &lab,
-        &file_plugin("site", SELECTOR, PluginWorld::HostSelector),
-    )
-    .await;
-    wait_for(&lab.plugins(), "site", "Ready", |p| {
-        has(p, "Ready", "True", "Serving")
-    })
-    .await;
+    serving(&lab, "site", SELECTOR).await;
 
     config_map(&lab, "site-selector", "site.wasm", wasm(EXAMPLE)).await;
     patch_spec(&lab, "site", from_config_map("site-selector", "site.wasm")).await;
@@ -267,11 +249,7 @@ async fn an_update_swaps_the_plugin_and_a_deletion_removes_it() {
         updated.status
     );
     assert_eq!(serving_digest(&lab, "site"), Some(second));
-    let reply = lab
-        .registry
-        .call("site", select("lab/m1"), CallScope::default())
-        .await;
-    let choice = reply.expect("the new version answers");
+    let choice = answers(&lab, "site").await;
     assert_eq!(
         support::first_ranked(&choice),
         "big-in-b",
@@ -296,15 +274,7 @@ async fn repeated_failures_report_degraded() {
         cooldown: Duration::from_secs(600),
     };
     let lab = Lab::start(empty.path(), guard).await;
-    create(
-        &lab,
-        &file_plugin("hostile", HOSTILE, PluginWorld::HostSelector),
-    )
-    .await;
-    wait_for(&lab.plugins(), "hostile", "Ready", |p| {
-        has(p, "Ready", "True", "Serving")
-    })
-    .await;
+    serving(&lab, "hostile", HOSTILE).await;
 
     for _ in 0..3 {
         let crashed = lab

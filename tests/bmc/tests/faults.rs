@@ -297,8 +297,9 @@ async fn truncated_ipmi_answers_are_a_protocol_error() -> TestResult {
     let bmc = peers::start_ipmi_sim()?;
     let (port, stop) = truncating_udp_proxy(bmc.port)?;
     let budget = Duration::from_secs(5);
+    let driver = ipmi(port, budget)?;
     let started = Instant::now();
-    let result = ipmi(port, budget)?.call(PluginCall::GetPowerState).await;
+    let result = driver.call(PluginCall::GetPowerState).await;
     stop.store(true, Ordering::Relaxed);
     assert_eq!(
         result.as_ref().err().and_then(error_class),
@@ -318,8 +319,9 @@ async fn a_silent_ipmi_port_is_unreachable() -> TestResult {
     let silent = UdpSocket::bind("127.0.0.1:0")?;
     let port = silent.local_addr()?.port();
     let budget = Duration::from_secs(5);
+    let driver = ipmi(port, budget)?;
     let started = Instant::now();
-    let result = ipmi(port, budget)?.call(PluginCall::GetPowerState).await;
+    let result = driver.call(PluginCall::GetPowerState).await;
     assert_eq!(
         result.as_ref().err().and_then(error_class),
         Some(ErrorClass::Unreachable),

@@ -128,6 +128,17 @@ impl Lab {
     pub fn plugins(&self) -> Api<WasmPlugin> {
         Api::all(self.client.clone())
     }
+
+    /// Creates the `WasmPlugin` `name` loading plugin crate `crate_name`.
+    pub async fn create_plugin(&self, name: &str, crate_name: &str, world: PluginWorld) {
+        self.plugins()
+            .create(
+                &PostParams::default(),
+                &file_plugin(name, crate_name, world),
+            )
+            .await
+            .expect("create WasmPlugin");
+    }
 }
 
 async fn install_plugin_crds(client: &Client) {
