@@ -24,7 +24,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 
-use machine::{Faults, Machine};
+use machine::{Faults, Firmware, Machine};
 use profile::Profile;
 pub use redfish::Credentials;
 
@@ -81,6 +81,9 @@ pub struct LabConfig {
     /// A CA certificate (PEM) the machines' firmware trusts for HTTPS virtual media, as a real
     /// BMC can be configured to; the public roots are trusted either way.
     pub trusted_ca_pem: Option<String>,
+    /// Base URL of a network boot server the machines' firmware asks for `<url>/<mac>` when
+    /// booting from the network (`Pxe`); without one, network boot finds nothing to boot.
+    pub network_boot_url: Option<String>,
 }
 
 /// A running lab. Dropping it stops the server and every machine.
@@ -110,10 +113,13 @@ impl Lab {
             path: image_dir.clone(),
             source,
         })?;
-        let http = firmware_client(config.trusted_ca_pem.as_deref())?;
+        let firmware = Firmware {
+            http: firmware_client(config.trusted_ca_pem.as_deref())?,
+            network_boot_url: config.network_boot_url.clone(),
+        };
         let machines = (0..config.machines)
             .map(|index| {
-                Machine::create(index, &config.profile, &config.dir, http.clone())
+                Machine::create(index, &config.profile, &config.dir, firmware.clone())
                     .map(Arc::new)
                     .map_err(|source| Error::Machine { index, source })
             })
@@ -188,7 +194,7 @@ impl Lab {
     }
 }
 
-/// The HTTP client the simulated firmware fetches virtual media with.
+/// The HTTP client the simulated firmware fetches virtual media and network boot with.
 fn firmware_client(trusted_ca_pem: Option<&str>) -> Result<reqwest::Client, Error> {
     let mut builder = reqwest::Client::builder();
     if let Some(pem) = trusted_ca_pem {

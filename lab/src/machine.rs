@@ -5,6 +5,10 @@
 //! configuration (the lab stands in for the ramdisk), and starts the real agent code as a
 //! task against the machine's sparse-file disks. Booting from disk succeeds only when a disk
 //! carries a valid partition table, which is what a written image leaves behind.
+//!
+//! Booting from the network (`Pxe`) stands in for PXE/iPXE: the firmware asks the network boot
+//! server for the boot configuration of its PXE NIC's MAC address and starts the agent from it
+//! exactly as from virtual media.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -109,9 +113,9 @@ pub enum Activity {
     Off,
     /// Firmware is starting.
     Booting,
-    /// Running the deploy agent from virtual media.
+    /// Running the deploy agent from virtual media or network boot.
     Agent {
-        /// URL of the deploy image.
+        /// URL the deploy image was fetched from.
         image: String,
     },
     /// The deploy agent stopped.
@@ -149,6 +153,16 @@ struct State {
     generation: u64,
 }
 
+/// How the simulated firmware reaches boot servers.
+#[derive(Debug, Clone)]
+pub struct Firmware {
+    /// Client for virtual media and network boot, trusting the lab's configured CA.
+    pub http: reqwest::Client,
+    /// Base URL of the network boot server, which answers `<url>/<mac>`; none means no server
+    /// answers network boot requests.
+    pub network_boot_url: Option<String>,
+}
+
 /// One simulated machine.
 pub struct Machine {
     /// System id in Redfish and name in the lab.
@@ -159,7 +173,7 @@ pub struct Machine {
     pub hardware: SimulatedHardware,
     power_delay: Duration,
     spill_dir: PathBuf,
-    http: reqwest::Client,
+    firmware: Firmware,
     state: Mutex<State>,
 }
 
@@ -187,7 +201,7 @@ impl Machine {
         index: u32,
         profile: &Profile,
         dir: &Path,
-        http: reqwest::Client,
+        firmware: Firmware,
     ) -> Result<Self, Error> {
         let id = format!("lab-{index}");
         let details = profile.inventory(index, &id);
@@ -206,7 +220,7 @@ impl Machine {
             },
             power_delay: Duration::from_millis(profile.power_delay_ms),
             spill_dir,
-            http,
+            firmware,
             state: Mutex::new(State {
                 power: PowerState::Off,
                 boot: BootOverride::default(),
@@ -359,9 +373,7 @@ impl Machine {
             ("Cd", None) => Activity::NoBootableDevice {
                 reason: "boot from Cd requested but no media is inserted".into(),
             },
-            ("Pxe", _) => Activity::NoBootableDevice {
-                reason: "no PXE server answers in the lab".into(),
-            },
+            ("Pxe", _) => self.boot_network(generation).await,
             _ => self.boot_disk(),
         };
         let mut state = self.lock();
@@ -384,11 +396,40 @@ impl Machine {
         }
     }
 
-    async fn boot_agent(self: &Arc<Self>, image: String, generation: u64) -> Activity {
-        let config = match self.fetch_boot_config(&image).await {
-            Ok(config) => config,
-            Err(reason) => return Activity::NoBootableDevice { reason },
+    /// Network boot from the first PXE-capable NIC.
+    async fn boot_network(self: &Arc<Self>, generation: u64) -> Activity {
+        let Some(server) = &self.firmware.network_boot_url else {
+            return Activity::NoBootableDevice {
+                reason: "network boot requested but no network boot server is configured".into(),
+            };
         };
+        let Some(nic) = self.hardware.details.nics.iter().find(|nic| nic.pxe) else {
+            return Activity::NoBootableDevice {
+                reason: "network boot requested but no NIC can network-boot".into(),
+            };
+        };
+
+        let url = format!("{}/{}", server.trim_end_matches('/'), nic.mac);
+        match self.fetch_boot_config(&url, "network boot").await {
+            Ok(config) => self.start_agent(config, url, generation),
+            Err(reason) => Activity::NoBootableDevice { reason },
+        }
+    }
+
+    async fn boot_agent(self: &Arc<Self>, image: String, generation: u64) -> Activity {
+        match self.fetch_boot_config(&image, "virtual media").await {
+            Ok(config) => self.start_agent(config, image, generation),
+            Err(reason) => Activity::NoBootableDevice { reason },
+        }
+    }
+
+    /// Runs the deploy agent `config` describes, booted from `image`.
+    fn start_agent(
+        self: &Arc<Self>,
+        config: BootConfig,
+        image: String,
+        generation: u64,
+    ) -> Activity {
         let hardware = Arc::new(FaultyHardware {
             machine: Arc::downgrade(self),
             inner: self.hardware.clone(),
@@ -422,25 +463,24 @@ impl Machine {
         Activity::Agent { image }
     }
 
-    async fn fetch_boot_config(&self, image: &str) -> Result<BootConfig, String> {
+    /// Fetches the boot configuration at `url`; `source` names where it comes from in the
+    /// reason of a failure.
+    async fn fetch_boot_config(&self, url: &str, source: &str) -> Result<BootConfig, String> {
         let response = self
+            .firmware
             .http
-            .get(image)
+            .get(url)
             .send()
             .await
-            .map_err(|e| format!("cannot read virtual media: {}", e.without_url()))?;
+            .map_err(|e| format!("cannot read {source}: {}", e.without_url()))?;
         if !response.status().is_success() {
-            return Err(format!(
-                "virtual media server answered {}",
-                response.status()
-            ));
+            return Err(format!("{source} server answered {}", response.status()));
         }
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| format!("cannot read virtual media: {}", e.without_url()))?;
-        BootConfig::from_json(&bytes)
-            .map_err(|e| format!("virtual media is not a deploy image: {e}"))
+            .map_err(|e| format!("cannot read {source}: {}", e.without_url()))?;
+        BootConfig::from_json(&bytes).map_err(|e| format!("{source} is not a deploy image: {e}"))
     }
 }
 

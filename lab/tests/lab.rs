@@ -1,6 +1,7 @@
 //! The lab end to end: a Redfish client inserts the deploy media and powers a machine on, the
 //! machine runs the real agent against a real agent API, the image is written, and the
-//! machine then boots from its disk. Also covers authentication and injected faults.
+//! machine then boots from its disk. Also covers authentication, injected faults and network
+//! boot from the agent API's network boot server over IPMI.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use ingot_agent::protocol::{
     WriteImage,
 };
 use ingot_agent_api::{AgentApi, AgentApiConfig, CertificateAuthority, CommandState, Snapshot};
-use ingot_lab::machine::Faults;
+use ingot_lab::machine::{Activity, Faults};
 use ingot_lab::profile::Profile;
 use ingot_lab::{Credentials, Lab, LabConfig};
 use serde_json::{Value, json};
@@ -26,6 +27,12 @@ struct Setup {
 }
 
 async fn setup(machines: u32) -> Setup {
+    setup_with(machines, false).await
+}
+
+/// A lab and an agent API; with `network_boot`, the machines' firmware trusts the API's CA
+/// and network-boots from its network boot server.
+async fn setup_with(machines: u32, network_boot: bool) -> Setup {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut profile = Profile {
         power_delay_ms: 100,
@@ -33,6 +40,10 @@ async fn setup(machines: u32) -> Setup {
     };
     profile.disks[0].size_gib = 1;
     let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+    let ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
+    let api_listen = std::net::TcpListener::bind(localhost)
+        .and_then(|listener| listener.local_addr())
+        .unwrap_or_else(|e| panic!("{e}"));
     let config = LabConfig {
         machines,
         profile,
@@ -43,12 +54,12 @@ async fn setup(machines: u32) -> Setup {
             password: PASSWORD.into(),
         },
         ipmi: true,
-        trusted_ca_pem: None,
+        trusted_ca_pem: network_boot.then(|| ca.cert_pem.clone()),
+        network_boot_url: network_boot.then(|| format!("https://{api_listen}/v1/network-boot")),
     };
     let lab = Lab::start(config).await.unwrap_or_else(|e| panic!("{e}"));
-    let ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
     let api_config = AgentApiConfig {
-        listen: localhost,
+        listen: api_listen,
         server_names: vec!["127.0.0.1".into()],
         advertised_url: None,
         ca,
@@ -69,20 +80,25 @@ impl Setup {
         format!("{}/redfish/v1/{path}", self.lab.url())
     }
 
-    /// Registers the machine with the agent API and publishes its deploy document.
-    async fn publish_deploy_image(&self, id: &str) -> String {
+    /// The MAC addresses of machine `id`.
+    fn macs(&self, id: &str) -> Vec<String> {
         let machine = self
             .lab
             .machines()
             .iter()
             .find(|m| m.id == id)
             .unwrap_or_else(|| panic!("no {id}"));
-        let macs: Vec<String> = machine
+        machine
             .details()
             .nics
             .iter()
             .map(|n| n.mac.clone())
-            .collect();
+            .collect()
+    }
+
+    /// Registers the machine with the agent API and publishes its deploy document.
+    async fn publish_deploy_image(&self, id: &str) -> String {
+        let macs = self.macs(id);
         let token = self
             .api
             .register_host(id, &macs)
@@ -586,4 +602,87 @@ async fn ipmitool_controls_power_and_boot_device_over_rmcp_plus() {
     .await
     .unwrap_or_default();
     assert!(!ok, "a wrong password must be refused: {out}");
+}
+
+/// Sets a one-time network boot on machine `id` and powers it on, both over IPMI.
+async fn network_boot_over_ipmi(setup: &Setup, id: &str) {
+    let address = setup
+        .lab
+        .ipmi_address(id)
+        .unwrap_or_else(|| panic!("IPMI is enabled"));
+    for command in [["chassis", "bootdev", "pxe"], ["chassis", "power", "on"]] {
+        let (ok, out) =
+            tokio::task::spawn_blocking(move || ipmitool(address, "17", PASSWORD, &command))
+                .await
+                .unwrap_or_default();
+        assert!(ok, "{out}");
+    }
+}
+
+/// Waits until machine `id` stops booting and returns what it does then.
+async fn settled_activity(setup: &Setup, id: &str) -> Activity {
+    let machine = setup
+        .lab
+        .machines()
+        .iter()
+        .find(|m| m.id == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {id}"));
+    for _ in 0..200 {
+        let activity = machine.status().activity;
+        if !matches!(activity, Activity::Off | Activity::Booting) {
+            return activity;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{id} never finished booting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_boot_runs_the_agent_served_for_the_pxe_nic_and_nothing_for_unknown_macs() {
+    let setup = setup_with(2, true).await;
+    let media = setup
+        .api
+        .publish_media("lab-0", &setup.macs("lab-0"))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    network_boot_over_ipmi(&setup, "lab-0").await;
+    network_boot_over_ipmi(&setup, "lab-1").await;
+    let booted = settled_activity(&setup, "lab-0").await;
+    let unknown = settled_activity(&setup, "lab-1").await;
+
+    let Activity::Agent { image } = booted else {
+        panic!("lab-0 did not boot the agent: {booted:?}");
+    };
+    assert!(image.contains("/v1/network-boot/"), "{image}");
+    assert!(
+        !image.contains(&media),
+        "network boot does not use the virtual media URL"
+    );
+    let inventory = setup.run("lab-0", "inspect", Command::Inventory).await;
+    assert!(
+        matches!(inventory, CommandState::Succeeded { .. }),
+        "the network-booted agent runs commands: {inventory:?}"
+    );
+    assert_eq!(
+        unknown,
+        Activity::NoBootableDevice {
+            reason: "network boot server answered 404 Not Found".into()
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_network_boot_server_network_boot_finds_nothing() {
+    let setup = setup(1).await;
+
+    network_boot_over_ipmi(&setup, "lab-0").await;
+    let activity = settled_activity(&setup, "lab-0").await;
+
+    assert_eq!(
+        activity,
+        Activity::NoBootableDevice {
+            reason: "network boot requested but no network boot server is configured".into()
+        }
+    );
 }

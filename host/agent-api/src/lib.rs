@@ -6,6 +6,10 @@
 //! choosing, read their state, and take a [`Snapshot`] to persist. Restoring a snapshot after a
 //! restart re-delivers unfinished commands; the agent answers a repeated id from its ledger.
 //!
+//! The same boot configuration is also served by MAC address under `/v1/network-boot/{mac}`,
+//! the network boot server for hosts whose BMC has no virtual media: their firmware boots from
+//! the network and the boot script it receives is looked up by the MAC of the booting NIC.
+//!
 //! Every request names the host in its path and carries that host's token; tokens are stored
 //! hashed and compared in constant time, and the store refuses to deliver or accept commands
 //! across hosts.
@@ -74,10 +78,20 @@ pub struct AgentApiConfig {
     pub ca: CertificateAuthority,
 }
 
+/// Deploy media published for one host.
+struct PublishedMedia {
+    /// The host it boots an agent for.
+    host: String,
+    /// The host's boot MAC addresses, lower-case: network boot hands the media to these.
+    macs: Vec<String>,
+    /// The boot configuration it carries.
+    config: BootConfig,
+}
+
 struct Shared {
     store: Mutex<store::Store>,
-    /// Published deploy media: media id -> the host and the boot configuration it carries.
-    media: Mutex<HashMap<String, (String, BootConfig)>>,
+    /// Published deploy media by media id.
+    media: Mutex<HashMap<String, PublishedMedia>>,
     /// Woken whenever a command is queued, so long-polls return at once.
     queued: Notify,
     /// Bumped on every change, for callers that persist or react to progress.
@@ -91,7 +105,7 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn media(&self) -> MutexGuard<'_, HashMap<String, (String, BootConfig)>> {
+    fn media(&self) -> MutexGuard<'_, HashMap<String, PublishedMedia>> {
         self.media
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -174,7 +188,7 @@ impl AgentApi {
     /// Forgets a host, its commands and its deploy media.
     pub fn remove_host(&self, host: &str) {
         self.shared.lock().remove_host(host);
-        self.shared.media().retain(|_, (owner, _)| owner != host);
+        self.shared.media().retain(|_, media| media.host != host);
         self.shared.changed();
     }
 
@@ -191,6 +205,9 @@ impl AgentApi {
     /// Registers `host` afresh and publishes deploy media that boots an agent for it; returns
     /// the media URL to insert as virtual media.
     ///
+    /// The same media is served to network-booting firmware under
+    /// `/v1/network-boot/<mac>` for each of `macs`, for hosts without virtual media.
+    ///
     /// The URL is the only way to obtain the new token, so it is unguessable (a random id) and
     /// served over the API's TLS. Earlier media of the host stop working, and so does any agent
     /// still running with the old token: after this call, only an agent booted from the new
@@ -200,9 +217,15 @@ impl AgentApi {
         let id = random_hex()?;
         let config = self.boot_config(host, &token);
 
+        let published = PublishedMedia {
+            host: host.to_owned(),
+            macs: macs.iter().map(|mac| mac.to_lowercase()).collect(),
+            config,
+        };
+
         let mut media = self.shared.media();
-        media.retain(|_, (owner, _)| owner != host);
-        media.insert(id.clone(), (host.to_owned(), config));
+        media.retain(|_, media| media.host != host);
+        media.insert(id.clone(), published);
         Ok(format!("{}/v1/media/{id}", self.url))
     }
 
@@ -290,6 +313,7 @@ fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/v1/hosts/{host}/commands/next", get(next))
         .route("/v1/hosts/{host}/commands/{id}/report", post(report))
         .route("/v1/media/{id}", get(media))
+        .route("/v1/network-boot/{mac}", get(network_boot))
         .with_state(shared)
 }
 
@@ -402,11 +426,36 @@ async fn media(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Result<Json<BootConfig>, Refusal> {
-    let config = shared.media().get(&id).map(|(_, config)| config.clone());
+    let config = shared.media().get(&id).map(|media| media.config.clone());
     config.map(Json).ok_or_else(|| {
         Refusal(
             StatusCode::NOT_FOUND,
             "no such deploy media; it was replaced or the operator restarted".into(),
+        )
+    })
+}
+
+/// The network boot server: the deploy media of the host that owns the booting NIC's MAC, as an
+/// iPXE script per MAC would hand out. A real deployment would chain a kernel and ramdisk that
+/// carry this document; the virtual lab reads it directly.
+async fn network_boot(
+    State(shared): State<Arc<Shared>>,
+    Path(mac): Path<String>,
+) -> Result<Json<BootConfig>, Refusal> {
+    let mac = mac.to_lowercase();
+    let config = shared
+        .media()
+        .values()
+        .find(|media| media.macs.contains(&mac))
+        .map(|media| media.config.clone());
+    config.map(Json).ok_or_else(|| {
+        tracing::info!(mac = %mac, "network boot request from an unknown MAC");
+        Refusal(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no deploy media is published for MAC {mac}; the operator network-boots only \
+                 hosts it is provisioning, by the boot MAC addresses of their BareMetalHost"
+            ),
         )
     })
 }

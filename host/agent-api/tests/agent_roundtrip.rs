@@ -284,3 +284,77 @@ async fn published_media_boots_one_agent_and_republishing_revokes_it() {
     assert_eq!(stale.status(), reqwest::StatusCode::NOT_FOUND);
     assert_eq!(stale_hello.status(), reqwest::StatusCode::UNAUTHORIZED);
 }
+
+/// Fetches `url` and returns its status and, on success, the boot configuration it serves.
+async fn fetch_boot_config(
+    http: &reqwest::Client,
+    url: &str,
+) -> (
+    reqwest::StatusCode,
+    Option<ingot_agent::bootconfig::BootConfig>,
+) {
+    let response = http.get(url).send().await.unwrap_or_else(|e| panic!("{e}"));
+    let status = response.status();
+    if !status.is_success() {
+        return (status, None);
+    }
+    let config = response.json().await.unwrap_or_else(|e| panic!("{e}"));
+    (status, Some(config))
+}
+
+#[tokio::test]
+async fn network_boot_serves_the_current_media_by_mac_only_to_the_hosts_nics() {
+    let ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
+    let api = start(
+        &ca,
+        "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        Snapshot::default(),
+    )
+    .await;
+    let http = https_client(&ca);
+    let by_mac = |mac: &str| format!("{}/v1/network-boot/{mac}", api.url());
+    let other_mac = "52:54:00:bb:00:02";
+
+    let first = api
+        .publish_media("lab-0", &[MAC.to_uppercase()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, from_media) = fetch_boot_config(&http, &first).await;
+    let (status, from_network) = fetch_boot_config(&http, &by_mac(MAC)).await;
+    let (upper_status, _) = fetch_boot_config(&http, &by_mac(&MAC.to_uppercase())).await;
+    let (stranger_status, stranger) = fetch_boot_config(&http, &by_mac(other_mac)).await;
+
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert_eq!(upper_status, reqwest::StatusCode::OK);
+    assert!(from_media.is_some());
+    assert_eq!(from_network, from_media);
+    assert_eq!(stranger_status, reqwest::StatusCode::NOT_FOUND);
+    assert!(stranger.is_none());
+
+    api.publish_media("lab-0", &[other_mac.into()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (old_mac_status, _) = fetch_boot_config(&http, &by_mac(MAC)).await;
+    let (_, republished) = fetch_boot_config(&http, &by_mac(other_mac)).await;
+
+    assert_eq!(old_mac_status, reqwest::StatusCode::NOT_FOUND);
+    let republished = republished.unwrap_or_else(|| panic!("the new MAC boots"));
+    assert_ne!(
+        Some(&republished.token),
+        from_media.as_ref().map(|c| &c.token)
+    );
+    assert!(!api.connected("lab-0"));
+
+    api.remove_host("lab-0");
+    let response = http
+        .get(by_mac(other_mac))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = response.status();
+    let message = response.text().await.unwrap_or_default();
+
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+    assert!(
+        message.contains("no deploy media is published for MAC 52:54:00:bb:00:02"),
+        "{message}"
+    );
+}

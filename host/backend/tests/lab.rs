@@ -2,7 +2,8 @@
 //! standard-steps components, the real deploy agent on simulated machines, the embedded API
 //! server. A host registers, is inspected by the agent, becomes available, gets an image
 //! written to its disk, boots it, and is cleaned again; an operator killed in the middle of
-//! the image write resumes without writing the image twice.
+//! the image write resumes without writing the image twice. A host behind an IPMI BMC, which
+//! has no virtual media, boots the deploy agent from the network instead.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use ingot_operator::backoff::FixedJitter;
 use ingot_operator::controller::{self, Context};
 use ingot_operator::metrics::Metrics;
 use ingot_operator::state_machine::Settings;
-use ingot_plugin_host::drivers::REDFISH_DRIVER;
+use ingot_plugin_host::drivers::{IPMI_DRIVER, REDFISH_DRIVER};
 use ingot_plugin_host::limits::{FailurePolicy, GuardSettings, Limits};
 use ingot_plugin_host::registry::{PluginSpec, Registry};
 use ingot_plugin_host::routing::{BuiltinRouting, STANDARD_STEPS};
@@ -71,6 +72,7 @@ async fn registry() -> Arc<Registry> {
     );
     for (name, crate_name, world) in [
         (REDFISH_DRIVER, "ingot-plugin-redfish", World::BmcDriver),
+        (IPMI_DRIVER, "ingot-plugin-ipmi", World::BmcDriver),
         (
             STANDARD_STEPS,
             "ingot-standard-steps",
@@ -128,7 +130,8 @@ impl Site {
         install_crds(&client).await;
 
         let agent_ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
-        let lab = start_lab(dir.path(), &agent_ca.cert_pem).await;
+        let agent_listen = free_port();
+        let lab = start_lab(dir.path(), &agent_ca.cert_pem, agent_listen).await;
         ingot_lab::images::generate(lab.image_dir(), IMAGE, IMAGE_BYTES)
             .unwrap_or_else(|e| panic!("image: {e}"));
 
@@ -137,7 +140,7 @@ impl Site {
             lab,
             registry: registry().await,
             agent_ca,
-            agent_listen: free_port(),
+            agent_listen,
             dir,
             _server: server,
         }
@@ -205,6 +208,15 @@ impl Site {
     }
 
     async fn create_host(&self, name: &str, machine: &str) {
+        let bmc = self
+            .lab
+            .bmc_address(machine)
+            .replacen("redfish+", "redfish-virtualmedia+", 1);
+        self.create_host_at(name, machine, &bmc).await;
+    }
+
+    /// Creates host `name` for lab machine `machine`, whose BMC is at `bmc`.
+    async fn create_host_at(&self, name: &str, machine: &str, bmc: &str) {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NAMESPACE);
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": format!("{name}-bmc")},
@@ -224,7 +236,7 @@ impl Site {
                 "online": true,
                 "bootMACAddress": self.boot_mac(machine),
                 "bmc": {
-                    "address": self.lab.bmc_address(machine).replacen("redfish+", "redfish-virtualmedia+", 1),
+                    "address": bmc,
                     "credentialsName": format!("{name}-bmc"),
                 },
             },
@@ -328,7 +340,8 @@ impl Operator {
     }
 }
 
-async fn start_lab(dir: &Path, agent_ca_pem: &str) -> Lab {
+/// The lab, its firmware trusting the agent API's CA and network-booting from its server.
+async fn start_lab(dir: &Path, agent_ca_pem: &str, agent_listen: SocketAddr) -> Lab {
     let mut profile = Profile {
         power_delay_ms: 50,
         ..Profile::default()
@@ -343,8 +356,9 @@ async fn start_lab(dir: &Path, agent_ca_pem: &str) -> Lab {
             username: USER.into(),
             password: PASSWORD.into(),
         },
-        ipmi: false,
+        ipmi: true,
         trusted_ca_pem: Some(agent_ca_pem.to_owned()),
+        network_boot_url: Some(format!("https://{agent_listen}/v1/network-boot")),
     };
     Lab::start(config)
         .await
@@ -450,4 +464,45 @@ async fn an_operator_killed_while_writing_the_image_resumes_without_writing_it_a
     assert_eq!(site.lab.image_downloads(&format!("{IMAGE}.raw")), 1);
 
     restarted.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ipmi_host_without_virtual_media_is_inspected_and_provisioned_through_network_boot() {
+    let site = Site::start().await;
+    let operator = site.start_operator().await;
+    let ipmi = site
+        .lab
+        .ipmi_address("lab-1")
+        .unwrap_or_else(|| panic!("the lab serves IPMI"));
+    site.create_host_at("node-ipmi", "lab-1", &format!("ipmi://{ipmi}"))
+        .await;
+
+    let available = site
+        .wait_for("node-ipmi", ProvisioningState::Available)
+        .await;
+    let machine = site.machine("lab-1");
+    let inspected = available
+        .status
+        .and_then(|status| status.hardware)
+        .and_then(|hardware| hardware.storage)
+        .unwrap_or_default();
+    assert!(!inspected.is_empty(), "inspection found no disk");
+    assert_eq!(machine.status().media, None, "IPMI has no virtual media");
+
+    site.set_image("node-ipmi", json!({"url": site.image_url()}))
+        .await;
+    site.wait_for("node-ipmi", ProvisioningState::Provisioned)
+        .await;
+
+    assert_eq!(
+        disk_head(&machine),
+        image_head(&site),
+        "the disk does not hold the image"
+    );
+    assert!(
+        matches!(machine.status().activity, Activity::BootedFromDisk { .. }),
+        "the machine did not boot the image: {:?}",
+        machine.status().activity
+    );
+    operator.stop().await;
 }

@@ -226,7 +226,8 @@ pub async fn run(
     view.map_err(Error::View)
 }
 
-/// The lab, its machines' firmware trusting the deploy agent API's CA for virtual media.
+/// The lab, its machines' firmware trusting the deploy agent API's CA for virtual media and
+/// booting from its network boot server.
 async fn start_lab(options: &Options, lab_dir: &Path, agent_ca_pem: &str) -> Result<Lab, Error> {
     let config = LabConfig {
         machines: options.machines,
@@ -239,6 +240,7 @@ async fn start_lab(options: &Options, lab_dir: &Path, agent_ca_pem: &str) -> Res
         },
         ipmi: true,
         trusted_ca_pem: Some(agent_ca_pem.to_owned()),
+        network_boot_url: Some(format!("https://{}/v1/network-boot", options.agent_listen)),
     };
     let lab = Lab::start(config).await.map_err(Error::Lab)?;
     let image = lab.image_dir().join(format!("{IMAGE_NAME}.raw"));

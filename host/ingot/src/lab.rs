@@ -65,6 +65,7 @@ async fn serve(args: Args, profile: Profile) -> anyhow::Result<ExitCode> {
         },
         ipmi: args.ipmi,
         trusted_ca_pem: None,
+        network_boot_url: None,
     };
     let lab = Lab::start(config).await.context("starting the lab")?;
     if args.sample_image_mib > 0 {

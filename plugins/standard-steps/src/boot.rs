@@ -1,11 +1,13 @@
-//! `boot-deploy-media`: boots the deploy agent from virtual media and waits
-//! until it checks in.
+//! `boot-deploy-media`: boots the deploy agent from virtual media, or from
+//! the network when the host's BMC has none, and waits until it checks in.
 //!
 //! The step moves through four stages, chaining them within one run while
 //! the call budget allows:
 //!
 //! 1. insert the deploy media as virtual CD;
-//! 2. boot once from CD, in the host's boot mode;
+//! 2. boot once from CD, in the host's boot mode, or once from the network
+//!    when the driver cannot insert virtual media (IPMI BMCs): the operator's
+//!    network boot server hands the same deploy media to the host's boot MACs;
 //! 3. power on, or hard-reset a host that is already on;
 //! 4. wait until an agent booted during this phase checks in.
 //!
@@ -13,7 +15,7 @@
 //! A run without state first asks whether the agent is already connected:
 //! after a lost state the step then finishes without booting the host again.
 
-use ingot_plugin_sdk::host::{Level, StepHost};
+use ingot_plugin_sdk::host::{ControlError, Level, StepHost};
 use ingot_plugin_sdk::steps::{PhaseContext, StepOutcome};
 use ingot_plugin_sdk::types::{
     BootDevice, BootMode, BootPersistence, BootTarget, MediaKind, VirtualMedia,
@@ -37,7 +39,7 @@ const AGENT_POLL_MS: u64 = 10_000;
 enum Stage {
     /// Inserting the deploy media.
     InsertMedia,
-    /// Setting a one-time boot from CD.
+    /// Setting a one-time boot from CD, or from the network.
     SetBootDevice,
     /// Powering the host into a fresh boot.
     PowerUp(PowerUp),
@@ -50,7 +52,7 @@ impl Stage {
     fn describe(self) -> &'static str {
         match self {
             Self::InsertMedia => "inserting the deploy media",
-            Self::SetBootDevice => "setting the boot device to CD",
+            Self::SetBootDevice => "setting the one-time boot device",
             Self::PowerUp(_) => "powering the host up",
             Self::AwaitAgent => "waiting for the deploy agent to check in",
         }
@@ -62,6 +64,9 @@ impl Stage {
 struct BootState {
     stage: Stage,
     started_ms: u64,
+    /// The driver has no virtual media, so the host boots the deploy media from the network.
+    #[serde(default)]
+    network_boot: bool,
 }
 
 /// Where one stage leaves the step.
@@ -96,11 +101,12 @@ pub fn boot_deploy_media(
         None => BootState {
             stage: Stage::InsertMedia,
             started_ms: host.now_unix_ms(),
+            network_boot: false,
         },
     };
 
     loop {
-        let (stage, wait) = match advance(host, &media, mode, state.stage)? {
+        let (stage, wait) = match advance(host, &media, mode, &mut state)? {
             Advance::Connected => return Ok(StepOutcome::Done),
             Advance::Next(stage) if has_budget(host) => {
                 state.stage = stage;
@@ -112,37 +118,34 @@ pub fn boot_deploy_media(
 
         let waited = elapsed_ms(host, state.started_ms);
         if waited >= settings.agent_boot_timeout_ms {
-            return Err(Halt::Failed(timed_out(&media, mode, stage, waited)));
+            return Err(Halt::Failed(timed_out(&media, mode, &state, stage, waited)));
         }
         return wait.requeue(&BootState { stage, ..state });
     }
 }
 
+/// Runs the current stage; falling back to network boot is recorded in `state`.
 fn advance(
     host: &impl StepHost,
     media: &VirtualMedia,
     mode: BootMode,
-    stage: Stage,
+    state: &mut BootState,
 ) -> Result<Advance, Halt> {
+    let stage = state.stage;
     match stage {
-        Stage::InsertMedia => {
-            let answer = driven("insert the deploy media", host.insert_media(media))?;
-            if answer == Driven::Done {
-                host.log(
-                    Level::Info,
-                    "deploy media inserted",
-                    &[("url", &redact_url(&media.image_url))],
-                );
-            }
-            Ok(after(answer, stage, Stage::SetBootDevice))
-        }
+        Stage::InsertMedia => insert_media(host, media, state),
         Stage::SetBootDevice => {
+            let (target, what) = if state.network_boot {
+                (BootTarget::Pxe, "set a one-time boot from the network")
+            } else {
+                (BootTarget::Cd, "set a one-time boot from CD")
+            };
             let device = BootDevice {
-                target: BootTarget::Cd,
+                target,
                 persistence: BootPersistence::Once,
                 mode,
             };
-            let answer = driven("set a one-time boot from CD", host.set_boot_device(&device))?;
+            let answer = driven(what, host.set_boot_device(&device))?;
             Ok(after(answer, stage, Stage::PowerUp(PowerUp::Request)))
         }
         Stage::PowerUp(power) => match power_up(host, power)? {
@@ -160,6 +163,36 @@ fn advance(
     }
 }
 
+/// Inserts the deploy media, or switches to network boot when the driver has no virtual media:
+/// the deploy media is then served by MAC to the host's network boot.
+fn insert_media(
+    host: &impl StepHost,
+    media: &VirtualMedia,
+    state: &mut BootState,
+) -> Result<Advance, Halt> {
+    let answer = match host.insert_media(media) {
+        Err(ControlError::NotSupported(detail)) => {
+            host.log(
+                Level::Info,
+                "the driver has no virtual media, booting the deploy media from the network",
+                &[("detail", &detail)],
+            );
+            state.network_boot = true;
+            return Ok(Advance::Next(Stage::SetBootDevice));
+        }
+        answer => driven("insert the deploy media", answer)?,
+    };
+
+    if answer == Driven::Done {
+        host.log(
+            Level::Info,
+            "deploy media inserted",
+            &[("url", &redact_url(&media.image_url))],
+        );
+    }
+    Ok(after(answer, state.stage, Stage::SetBootDevice))
+}
+
 /// The advance after a driver request: the next stage once done.
 fn after(answer: Driven, stage: Stage, next: Stage) -> Advance {
     match answer {
@@ -168,15 +201,26 @@ fn after(answer: Driven, stage: Stage, next: Stage) -> Advance {
     }
 }
 
-fn timed_out(media: &VirtualMedia, mode: BootMode, stage: Stage, waited_ms: u64) -> String {
+fn timed_out(
+    media: &VirtualMedia,
+    mode: BootMode,
+    state: &BootState,
+    stage: Stage,
+    waited_ms: u64,
+) -> String {
     let mode = match mode {
         BootMode::Uefi => "UEFI",
         BootMode::Legacy => "legacy",
     };
+    let (source, boots) = if state.network_boot {
+        ("network-booting", "network-boots from its boot MAC address")
+    } else {
+        ("booting", "boots virtual media")
+    };
 
     format!(
-        "the deploy agent did not check in within {} s of booting the deploy media from {} (still {}); \
-         check that the host boots virtual media in {mode} mode and that the agent reaches the operator, \
+        "the deploy agent did not check in within {} s of {source} the deploy media from {} (still {}); \
+         check that the host {boots} in {mode} mode and that the agent reaches the operator, \
          or raise {AGENT_BOOT_TIMEOUT}",
         seconds(waited_ms),
         redact_url(&media.image_url),
@@ -202,11 +246,27 @@ mod tests {
     }
 
     fn state_at(stage: Stage, host: &MockHost) -> Option<Vec<u8>> {
-        let state = BootState {
+        encoded(BootState {
             stage,
             started_ms: host.now_unix_ms(),
-        };
+            network_boot: false,
+        })
+    }
+
+    fn network_state_at(stage: Stage, host: &MockHost) -> Option<Vec<u8>> {
+        encoded(BootState {
+            stage,
+            started_ms: host.now_unix_ms(),
+            network_boot: true,
+        })
+    }
+
+    fn encoded(state: BootState) -> Option<Vec<u8>> {
         Some(serde_json::to_vec(&state).expect("encodes"))
+    }
+
+    fn no_virtual_media() -> Result<Progress, ControlError> {
+        Err(ControlError::NotSupported("virtual media".into()))
     }
 
     fn pending(detail: &str) -> Result<Progress, ControlError> {
@@ -224,8 +284,12 @@ mod tests {
     }
 
     fn boot_once_from_cd(mode: BootMode) -> HostCall {
+        boot_once(BootTarget::Cd, mode)
+    }
+
+    fn boot_once(target: BootTarget, mode: BootMode) -> HostCall {
         HostCall::SetBootDevice(BootDevice {
-            target: BootTarget::Cd,
+            target,
             persistence: BootPersistence::Once,
             mode,
         })
@@ -432,18 +496,91 @@ mod tests {
     }
 
     #[test]
-    fn drivers_without_virtual_media_fail_the_phase_and_driver_errors_are_retried() {
-        let unsupported = host();
-        unsupported.expect_control(Err(ControlError::NotSupported("virtual media".into())));
+    fn drivers_without_virtual_media_boot_once_from_the_network_in_the_boot_mode() {
+        let host = host().with_power_state(PowerState::On);
+        host.expect_control(no_virtual_media());
+        host.expect_control(Ok(Progress::Done));
+        host.expect_control(Ok(Progress::Done));
+        let mut ctx = context(Phase::Inspect);
+        set_parameter(&mut ctx, params::BOOT_MODE, "legacy");
+
+        let requeue = requeued(run(&host, &ctx, STEP, None));
+
+        assert_eq!(
+            host.calls(),
+            [
+                deploy_media(),
+                boot_once(BootTarget::Pxe, BootMode::Legacy),
+                HostCall::SetPower(PowerAction::RebootHard)
+            ]
+        );
+        assert!(matches!(stage_of(&requeue.state), Stage::PowerUp(_)));
+        assert!(
+            host.logs().iter().any(|log| log
+                .message
+                .contains("booting the deploy media from the network")),
+            "the fallback is logged"
+        );
+        host.assert_done();
+    }
+
+    #[test]
+    fn network_boot_survives_between_runs_and_names_itself_on_timeout() {
+        let budgetless = MockHost::new();
+        budgetless.set_deadline_remaining_ms(1_000);
+        budgetless.expect_control(no_virtual_media());
+        let first = requeued(run(&budgetless, &context(Phase::Inspect), STEP, None));
+        let next = host();
+        next.expect_control(Ok(Progress::Done));
+        next.expect_control(Ok(Progress::Done));
+        requeued(run(
+            &next,
+            &context(Phase::Inspect),
+            STEP,
+            Some(first.state.clone()),
+        ));
+        let late = host();
+        let state = network_state_at(Stage::AwaitAgent, &late);
+        late.advance_clock(600_000);
+
+        let message = failure(run(&late, &context(Phase::Inspect), STEP, state));
+
+        assert_eq!(stage_of(&first.state), Stage::SetBootDevice);
+        assert_eq!(
+            next.calls(),
+            [
+                boot_once(BootTarget::Pxe, BootMode::Uefi),
+                HostCall::SetPower(PowerAction::On)
+            ]
+        );
+        assert_eq!(
+            message,
+            "the deploy agent did not check in within 600 s of network-booting the deploy media \
+             from http://media.lab (still waiting for the deploy agent to check in); \
+             check that the host network-boots from its boot MAC address in UEFI mode and that \
+             the agent reaches the operator, or raise agent-boot-timeout-seconds"
+        );
+    }
+
+    #[test]
+    fn a_network_boot_the_driver_refuses_fails_the_phase_and_driver_errors_are_retried() {
+        let no_network_boot = host();
+        no_network_boot.expect_control(Err(ControlError::NotSupported("boot target".into())));
         let broken = host();
         broken.expect_control(Err(ControlError::Driver("BMC unreachable".into())));
 
-        let message = failure(run(&unsupported, &context(Phase::Inspect), STEP, None));
+        let message = failure(run(
+            &no_network_boot,
+            &context(Phase::Inspect),
+            STEP,
+            network_state_at(Stage::SetBootDevice, &no_network_boot),
+        ));
         let error = run(&broken, &context(Phase::Inspect), STEP, None);
 
         assert_eq!(
             message,
-            "cannot insert the deploy media: the host's BMC driver does not support it (virtual media)"
+            "cannot set a one-time boot from the network: the host's BMC driver does not \
+             support it (boot target)"
         );
         assert_eq!(
             error,

@@ -422,6 +422,7 @@ async fn start_lab(dir: &Path, machines: usize, agent_ca_pem: &str) -> Lab {
         },
         ipmi: false,
         trusted_ca_pem: Some(agent_ca_pem.to_owned()),
+        network_boot_url: None,
     };
     Lab::start(config)
         .await
