@@ -395,14 +395,22 @@ fn disk_head(machine: &ingot_lab::machine::Machine) -> Vec<u8> {
         .values()
         .next()
         .unwrap_or_else(|| panic!("{} has no disk", machine.id));
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{e}"));
-    bytes[..4096.min(bytes.len())].to_vec()
+    head(path)
 }
 
 fn image_head(site: &Site) -> Vec<u8> {
-    let bytes = std::fs::read(site.lab.image_dir().join(format!("{IMAGE}.raw")))
-        .unwrap_or_else(|e| panic!("{e}"));
-    bytes[..4096].to_vec()
+    head(&site.lab.image_dir().join(format!("{IMAGE}.raw")))
+}
+
+/// The first 4 KiB of a file, without reading a large sparse disk whole.
+fn head(path: &Path) -> Vec<u8> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut bytes = Vec::with_capacity(4096);
+    file.take(4096)
+        .read_to_end(&mut bytes)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bytes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

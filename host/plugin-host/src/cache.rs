@@ -7,6 +7,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -81,7 +82,10 @@ impl CompileCache {
         let compiled = engine
             .precompile_component(wasm)
             .map_err(CompileError::Compile)?;
-        write_entry(&path, &compiled)?;
+        // The cache only saves time: a plugin whose native code cannot be stored still loads.
+        if let Err(error) = write_entry(&path, &compiled) {
+            tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "plugin compiled but not cached");
+        }
         let component = deserialize_trusted(engine, &compiled).map_err(CompileError::Compile)?;
 
         Ok((component, CacheOutcome::Compiled))
@@ -132,8 +136,12 @@ fn read_verified(engine: &Engine, path: &Path) -> Option<Component> {
 }
 
 fn write_entry(path: &Path, compiled: &[u8]) -> Result<(), CompileError> {
+    // Several processes (or registries) may compile the same plugin at once: each writes its
+    // own temporary file, and the rename makes whichever finishes last the entry.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
     let write = |target: &Path, contents: &[u8]| {
-        let temporary = target.with_extension("partial");
+        let unique = WRITES.fetch_add(1, Ordering::Relaxed);
+        let temporary = target.with_extension(format!("partial-{}-{unique}", std::process::id()));
         std::fs::write(&temporary, contents)
             .and_then(|()| std::fs::rename(&temporary, target))
             .map_err(|source| CompileError::WriteCache {
@@ -169,6 +177,41 @@ fn deserialize_trusted(engine: &Engine, compiled: &[u8]) -> wasmtime::Result<Com
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The smallest valid component: the header alone.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    #[test]
+    fn a_cache_that_cannot_be_written_does_not_stop_a_load() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let blocked = dir.path().join("not-a-directory");
+        std::fs::write(&blocked, b"a file where the cache directory should be")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let cache = CompileCache::new(Some(blocked.join("cache")));
+
+        let loaded = cache.load(&Engine::default(), EMPTY_COMPONENT, "digest");
+
+        assert!(matches!(loaded, Ok((_, CacheOutcome::Compiled))));
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_entry_all_succeed() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("entry.cwasm");
+
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let writers: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| write_entry(&path, b"native code")))
+                .collect();
+            writers.into_iter().map(|writer| writer.join()).collect()
+        });
+
+        assert!(results.iter().all(|result| matches!(result, Ok(Ok(())))));
+        assert_eq!(
+            std::fs::read(&path).ok().as_deref(),
+            Some(&b"native code"[..])
+        );
+    }
 
     #[test]
     fn sha256_is_lowercase_hex() {

@@ -20,11 +20,11 @@ use ingot_plugin_host::limits::Limits;
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const TARGET_TMPDIR: &str = env!("CARGO_TARGET_TMPDIR");
-const BUDGET: Duration = Duration::from_secs(3);
+const BUDGET: Duration = Duration::from_secs(6);
 
 fn limits() -> Limits {
     Limits {
-        timeout_ms: u64::try_from(BUDGET.as_millis()).unwrap_or(3_000),
+        timeout_ms: u64::try_from(BUDGET.as_millis()).unwrap_or(6_000),
         ..Limits::default()
     }
 }

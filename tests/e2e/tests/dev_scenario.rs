@@ -49,9 +49,15 @@ fn image_head(state: &Path) -> Vec<u8> {
     head(&state.join("lab").join("images").join("lab-os.raw"))
 }
 
+/// The first 4 KiB of a file; lab disks are large sparse files, so never read them whole.
 fn head(path: &Path) -> Vec<u8> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    bytes[..4096.min(bytes.len())].to_vec()
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut bytes = Vec::with_capacity(4096);
+    file.take(4096)
+        .read_to_end(&mut bytes)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bytes
 }
 
 /// The virtual disks of lab machine `host` that start with the image.
