@@ -44,32 +44,45 @@ fn wait_all_available(kubectl: &Kubectl) -> Vec<Value> {
     })
 }
 
-/// The first bytes of the lab's OS image.
-fn image_head(state: &Path) -> Vec<u8> {
-    head(&state.join("lab").join("images").join("lab-os.raw"))
-}
+/// Where the root filesystem of the lab's OS image starts (after its 32 MiB EFI partition):
+/// the config drive the operator adds changes the partition table, but not this.
+const ROOT_FILESYSTEM_OFFSET: u64 = 33 << 20;
 
-/// The first 4 KiB of a file; lab disks are large sparse files, so never read them whole.
-fn head(path: &Path) -> Vec<u8> {
-    use std::io::Read as _;
+/// `len` bytes of a file at `offset`; lab disks are large sparse files, never read whole.
+fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt as _;
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut bytes = Vec::with_capacity(4096);
-    file.take(4096)
-        .read_to_end(&mut bytes)
+    let mut bytes = vec![0; len];
+    let read = file
+        .read_at(&mut bytes, offset)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bytes.truncate(read);
     bytes
 }
 
-/// The virtual disks of lab machine `host` that start with the image.
-fn disks_holding_image(state: &Path, host: &str) -> Vec<PathBuf> {
-    let image = image_head(state);
+fn has_partition_table(disk: &Path) -> bool {
+    read_at(disk, 512, 8) == b"EFI PART"
+}
+
+fn lab_disks(state: &Path, host: &str) -> Vec<PathBuf> {
     let dir = state.join("lab").join(host);
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     entries
         .flatten()
         .map(|entry| entry.path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "img"))
-        .filter(|path| head(path) == image)
+        .collect()
+}
+
+/// The virtual disks of lab machine `host` that hold the OS image: a partition table and the
+/// image's root filesystem.
+fn disks_holding_image(state: &Path, host: &str) -> Vec<PathBuf> {
+    let image = state.join("lab").join("images").join("lab-os.raw");
+    let root = read_at(&image, ROOT_FILESYSTEM_OFFSET, 4096);
+    lab_disks(state, host)
+        .into_iter()
+        .filter(|disk| has_partition_table(disk))
+        .filter(|disk| read_at(disk, ROOT_FILESYSTEM_OFFSET, 4096) == root)
         .collect()
 }
 
@@ -242,9 +255,13 @@ fn scale_up_provision_scale_down_and_resume() {
         },
     );
     assert!(kubectl.items("metal3machines").is_empty());
+    let still_partitioned: Vec<PathBuf> = lab_disks(state.path(), host_name)
+        .into_iter()
+        .filter(|disk| has_partition_table(disk))
+        .collect();
     assert!(
-        disks_holding_image(state.path(), host_name).is_empty(),
-        "cleaning erased the image's partition table on {host_name}"
+        still_partitioned.is_empty(),
+        "cleaning erased every partition table of {host_name}: {still_partitioned:?}"
     );
 
     // Ctrl-C stops everything cleanly; a change made since the first start survives it.
