@@ -127,7 +127,11 @@ impl HostProvisioner {
         let reply = self
             .shared
             .registry
-            .call(&binding.plugin, PluginCall::Plan(context), self.scope(binding, None))
+            .call(
+                &binding.plugin,
+                PluginCall::Plan(context),
+                self.scope(binding, None),
+            )
             .await;
 
         match reply {
@@ -176,7 +180,11 @@ impl HostProvisioner {
         let reply = self
             .shared
             .registry
-            .call(&binding.plugin, call, self.scope(binding, Some(Arc::new(link))))
+            .call(
+                &binding.plugin,
+                call,
+                self.scope(binding, Some(Arc::new(link))),
+            )
             .await;
         match reply {
             Ok(PluginReply::Outcome(outcome)) => apply_outcome(&mut run, &step.name, outcome),
