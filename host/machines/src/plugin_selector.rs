@@ -38,12 +38,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use ingot_api::metal3::HardwareDetails;
 use ingot_plugin_host::CallError;
 use ingot_plugin_host::bindings::selection as wit;
 use ingot_plugin_host::bindings::types as wit_types;
 use ingot_plugin_host::calls::{PluginCall, PluginReply};
 use ingot_plugin_host::error::DomainError;
+use ingot_plugin_host::hardware::to_plugin;
 use ingot_plugin_host::registry::Registry;
 use ingot_plugin_host::routing::{HostFacts, PluginBinding, Routing};
 use ingot_plugin_host::state::CallScope;
@@ -310,107 +310,12 @@ fn candidate(namespace: &str, candidate: &Candidate) -> wit::Candidate {
         },
         labels: pairs(&candidate.labels),
         failure_domain: candidate.failure_domain.clone(),
-        hardware: candidate.hardware.as_ref().map(hardware),
+        hardware: candidate.hardware.as_ref().map(to_plugin),
     }
 }
 
 fn pairs(map: &BTreeMap<String, String>) -> Vec<(String, String)> {
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-}
-
-/// The host's inspected hardware in the WIT shape. Absent text becomes empty and absent or
-/// negative numbers zero, as the WIT record documents for what a BMC did not report.
-pub fn hardware(details: &HardwareDetails) -> wit_types::HardwareDetails {
-    wit_types::HardwareDetails {
-        system_vendor: details
-            .system_vendor
-            .as_ref()
-            .map(|vendor| wit_types::SystemVendor {
-                manufacturer: text(&vendor.manufacturer),
-                product_name: text(&vendor.product_name),
-                serial_number: text(&vendor.serial_number),
-            }),
-        bios: details
-            .firmware
-            .as_ref()
-            .and_then(|firmware| firmware.bios.as_ref())
-            .map(|bios| wit_types::Bios {
-                date: text(&bios.date),
-                vendor: text(&bios.vendor),
-                version: text(&bios.version),
-            }),
-        ram_mebibytes: number(details.ram_mebibytes),
-        nics: details.nics.iter().flatten().map(nic).collect(),
-        storage: details.storage.iter().flatten().map(disk).collect(),
-        cpu: details.cpu.as_ref().map(|cpu| wit_types::Cpu {
-            arch: text(&cpu.arch),
-            model: text(&cpu.model),
-            clock_megahertz: cpu.clock_megahertz.unwrap_or(0.0),
-            flags: cpu.flags.clone().unwrap_or_default(),
-            count: number(cpu.count),
-        }),
-        hostname: details.hostname.clone(),
-    }
-}
-
-fn nic(nic: &ingot_api::metal3::Nic) -> wit_types::Nic {
-    wit_types::Nic {
-        name: text(&nic.name),
-        model: text(&nic.model),
-        mac: text(&nic.mac).to_ascii_lowercase(),
-        ip: nic.ip.clone(),
-        speed_gbps: number(nic.speed_gbps),
-        vlans: nic
-            .vlans
-            .iter()
-            .flatten()
-            .map(|vlan| wit_types::Vlan {
-                id: number(vlan.id),
-                name: text(&vlan.name),
-            })
-            .collect(),
-        vlan_id: nic.vlan_id.and_then(|id| u16::try_from(id).ok()),
-        pxe: nic.pxe.unwrap_or(false),
-        lldp: nic.lldp.as_ref().map(|lldp| wit_types::Lldp {
-            switch_id: text(&lldp.switch_id),
-            port_id: text(&lldp.port_id),
-            switch_system_name: text(&lldp.switch_system_name),
-        }),
-        pci_address: nic.pci_address.clone(),
-    }
-}
-
-fn disk(disk: &ingot_api::metal3::Storage) -> wit_types::Disk {
-    use ingot_api::metal3::DiskType;
-
-    wit_types::Disk {
-        name: text(&disk.name),
-        alternate_names: disk.alternate_names.clone().unwrap_or_default(),
-        rotational: disk.rotational.unwrap_or(false),
-        kind: disk.disk_type.map(|kind| match kind {
-            DiskType::Hdd => wit_types::DiskKind::Hdd,
-            DiskType::Ssd => wit_types::DiskKind::Ssd,
-            DiskType::Nvme => wit_types::DiskKind::Nvme,
-        }),
-        size_bytes: number(disk.size_bytes),
-        vendor: text(&disk.vendor),
-        model: text(&disk.model),
-        serial_number: text(&disk.serial_number),
-        wwn: text(&disk.wwn),
-        wwn_vendor_extension: text(&disk.wwn_vendor_extension),
-        wwn_with_extension: text(&disk.wwn_with_extension),
-        hctl: text(&disk.hctl),
-    }
-}
-
-fn text(value: &Option<String>) -> String {
-    value.clone().unwrap_or_default()
-}
-
-fn number<T: TryFrom<i64> + Default>(value: Option<i64>) -> T {
-    value
-        .and_then(|value| T::try_from(value).ok())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -529,15 +434,16 @@ mod tests {
 
     #[test]
     fn hardware_keeps_what_selectors_compare_and_clamps_nonsense() {
-        let details: HardwareDetails = serde_json::from_value(serde_json::json!({
-            "cpu": { "arch": "aarch64", "count": 48 },
-            "ramMebibytes": 196608,
-            "nics": [{ "name": "eno1", "mac": "52:54:00:AB:CD:EF", "vlanId": 70000 }],
-            "storage": [{ "name": "/dev/sda", "sizeBytes": -1, "type": "NVME" }],
-        }))
-        .expect("hardware");
+        let details: ingot_api::metal3::HardwareDetails =
+            serde_json::from_value(serde_json::json!({
+                "cpu": { "arch": "aarch64", "count": 48 },
+                "ramMebibytes": 196608,
+                "nics": [{ "name": "eno1", "mac": "52:54:00:AB:CD:EF", "vlanId": 70000 }],
+                "storage": [{ "name": "/dev/sda", "sizeBytes": -1, "type": "NVME" }],
+            }))
+            .expect("hardware");
 
-        let converted = hardware(&details);
+        let converted = to_plugin(&details);
 
         let cpu = converted.cpu.expect("cpu");
         assert_eq!((cpu.arch.as_str(), cpu.count), ("aarch64", 48));

@@ -81,7 +81,8 @@ fn nic_to_plugin(nic: &ApiNic) -> Nic {
     Nic {
         name: text(&nic.name),
         model: text(&nic.model),
-        mac: text(&nic.mac),
+        // Selectors and the agent API compare MACs; BMCs report them in either case.
+        mac: text(&nic.mac).to_ascii_lowercase(),
         ip: nic.ip.clone(),
         speed_gbps: u32::try_from(nic.speed_gbps.unwrap_or_default()).unwrap_or_default(),
         vlans: list(&nic.vlans)
