@@ -1,0 +1,411 @@
+//! A site for lab tests: the embedded API server with the Metal3 CRDs, the virtual lab (two
+//! machines with Redfish and IPMI BMCs, an image server), a plugin registry holding the real
+//! Redfish, IPMI and standard-steps components, and operators that tests start, stop and kill.
+//! Each test binary uses part of it.
+#![allow(dead_code)]
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ingot_agent_api::{AgentApiConfig, CertificateAuthority};
+use ingot_api::metal3::{BareMetalHost, HardwareData, ProvisioningState};
+use ingot_apiserver::{ApiServerBuilder, RunningApiServer};
+use ingot_backend::{BackendConfig, PluginBackend};
+use ingot_lab::profile::Profile;
+use ingot_lab::{Credentials, Lab, LabConfig};
+use ingot_operator::backoff::FixedJitter;
+use ingot_operator::controller::{self, Context};
+use ingot_operator::metrics::Metrics;
+use ingot_operator::state_machine::Settings;
+use ingot_plugin_host::drivers::{IPMI_DRIVER, REDFISH_DRIVER};
+use ingot_plugin_host::limits::{FailurePolicy, GuardSettings, Limits};
+use ingot_plugin_host::registry::{PluginSpec, Registry};
+use ingot_plugin_host::routing::{BuiltinRouting, STANDARD_STEPS};
+use ingot_plugin_host::runtime::{Runtime, RuntimeConfig};
+use ingot_plugin_host::source::{Fetcher, PluginSource};
+use ingot_plugin_host::world::World;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{conditions, wait::await_condition};
+use kube::{Client, CustomResourceExt, ResourceExt};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+pub const NAMESPACE: &str = "default";
+pub const USER: &str = "admin";
+pub const PASSWORD: &str = "lab-password";
+pub const IMAGE: &str = "lab-os";
+pub const IMAGE_BYTES: u64 = 64 << 20;
+pub const WAIT: Duration = Duration::from_secs(240);
+
+/// The `.wasm` of plugin crate `crate_name`, as built by `make plugins`.
+pub fn wasm_path(crate_name: &str) -> PathBuf {
+    let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let file = format!("{}.wasm", crate_name.replace('-', "_"));
+    let path = target_dir.join("wasm32-wasip2").join("plugin").join(file);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make plugins` (with the same CARGO_TARGET_DIR) before the tests",
+        path.display()
+    );
+    path
+}
+
+pub async fn registry() -> Arc<Registry> {
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ingot-plugin-cache")),
+        ..RuntimeConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let registry = Registry::new(
+        Arc::new(runtime),
+        Fetcher::new(reqwest::Client::new()),
+        GuardSettings::default(),
+    );
+    for (name, crate_name, world) in [
+        (REDFISH_DRIVER, "ingot-plugin-redfish", World::BmcDriver),
+        (IPMI_DRIVER, "ingot-plugin-ipmi", World::BmcDriver),
+        (
+            STANDARD_STEPS,
+            "ingot-standard-steps",
+            World::ProvisioningSteps,
+        ),
+    ] {
+        let spec = PluginSpec {
+            source: PluginSource::File {
+                path: wasm_path(crate_name),
+                sha256: None,
+            },
+            world: Some(world),
+            config: vec![("agent-boot-timeout-seconds".into(), "120".into())],
+            limits: Limits::default(),
+            failure_policy: FailurePolicy::Fail,
+        };
+        registry
+            .load(name, spec)
+            .await
+            .unwrap_or_else(|e| panic!("loading {name}: {e}"));
+    }
+    Arc::new(registry)
+}
+
+/// Everything but the operator, which tests start, kill and restart.
+pub struct Site {
+    pub client: Client,
+    pub lab: Lab,
+    pub registry: Arc<Registry>,
+    pub agent_ca: CertificateAuthority,
+    pub agent_listen: SocketAddr,
+    pub dir: tempfile::TempDir,
+    _server: RunningApiServer,
+}
+
+/// A running operator: the plugin backend and the host controller.
+pub struct Operator {
+    pub backend: PluginBackend,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Site {
+    pub async fn start() -> Site {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let server = ApiServerBuilder::new(dir.path().join("apiserver"))
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("API server: {e}"));
+        let client = server.client().await.unwrap_or_else(|e| panic!("{e}"));
+        install_crds(&client).await;
+
+        let agent_ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
+        let agent_listen = free_port();
+        let lab = start_lab(dir.path(), &agent_ca.cert_pem, agent_listen).await;
+        ingot_lab::images::generate(lab.image_dir(), IMAGE, IMAGE_BYTES)
+            .unwrap_or_else(|e| panic!("image: {e}"));
+
+        Site {
+            client,
+            lab,
+            registry: registry().await,
+            agent_ca,
+            agent_listen,
+            dir,
+            _server: server,
+        }
+    }
+
+    /// Starts the plugin backend; after a killed operator, its agent API port may take a moment
+    /// to be released.
+    pub async fn start_backend(&self) -> PluginBackend {
+        let mut last_error = None;
+        for _ in 0..50 {
+            match PluginBackend::start(self.backend_config()).await {
+                Ok(backend) => return backend,
+                Err(error) => last_error = Some(error),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("backend: {last_error:?}");
+    }
+
+    pub fn backend_config(&self) -> BackendConfig {
+        BackendConfig {
+            registry: self.registry.clone(),
+            routing: Arc::new(BuiltinRouting),
+            agent_api: AgentApiConfig {
+                listen: self.agent_listen,
+                server_names: vec!["127.0.0.1".into()],
+                advertised_url: None,
+                ca: self.agent_ca.clone(),
+            },
+            state_dir: Some(self.dir.path().join("operator")),
+            max_busy_hosts: 4,
+        }
+    }
+
+    /// Starts an operator; its state directory survives restarts, as a volume would.
+    pub async fn start_operator(&self) -> Operator {
+        let backend = self.start_backend().await;
+
+        let settings = Settings {
+            max_provisioning_retries: 2,
+            jitter: Arc::new(FixedJitter(0.0)),
+        };
+        let mut context = Context::new(
+            self.client.clone(),
+            backend.clone(),
+            settings,
+            Arc::new(Metrics::new()),
+            "lab-test",
+        );
+        context.max_requeue = Some(Duration::from_millis(500));
+        context.reconcile_timeout = Duration::from_secs(60);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(controller::run(Arc::new(context), 4, async move {
+            let _ = stopped.await;
+        }));
+        Operator {
+            backend,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn hosts(&self) -> Api<BareMetalHost> {
+        Api::namespaced(self.client.clone(), NAMESPACE)
+    }
+
+    pub async fn create_host(&self, name: &str, machine: &str) {
+        let bmc = self
+            .lab
+            .bmc_address(machine)
+            .replacen("redfish+", "redfish-virtualmedia+", 1);
+        self.create_host_at(name, machine, &bmc).await;
+    }
+
+    /// Creates host `name` for lab machine `machine`, whose BMC is at `bmc`.
+    pub async fn create_host_at(&self, name: &str, machine: &str, bmc: &str) {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": format!("{name}-bmc")},
+            "stringData": {"username": USER, "password": PASSWORD},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap_or_else(|e| panic!("secret: {e}"));
+
+        let host: BareMetalHost = serde_json::from_value(json!({
+            "apiVersion": "metal3.io/v1alpha1",
+            "kind": "BareMetalHost",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "online": true,
+                "bootMACAddress": self.boot_mac(machine),
+                "bmc": {
+                    "address": bmc,
+                    "credentialsName": format!("{name}-bmc"),
+                },
+            },
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        self.hosts()
+            .create(&PostParams::default(), &host)
+            .await
+            .unwrap_or_else(|e| panic!("host: {e}"));
+    }
+
+    pub fn machine(&self, id: &str) -> Arc<ingot_lab::machine::Machine> {
+        self.lab
+            .machines()
+            .iter()
+            .find(|machine| machine.id == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no lab machine {id}"))
+    }
+
+    pub fn boot_mac(&self, machine: &str) -> String {
+        self.machine(machine)
+            .details()
+            .nics
+            .iter()
+            .find(|nic| nic.pxe)
+            .map(|nic| nic.mac.clone())
+            .unwrap_or_else(|| panic!("{machine} has no PXE NIC"))
+    }
+
+    pub fn image_url(&self) -> String {
+        format!("{}/images/{IMAGE}.raw", self.lab.url())
+    }
+
+    pub async fn set_image(&self, name: &str, image: serde_json::Value) {
+        self.hosts()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"image": image}})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("patch image: {e}"));
+    }
+
+    pub async fn wait_for(&self, name: &str, wanted: ProvisioningState) -> BareMetalHost {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let host = self.hosts().get(name).await.ok();
+            let status = host.as_ref().and_then(|host| host.status.clone());
+            if let Some(status) = &status
+                && status.provisioning.state == wanted
+            {
+                return host.unwrap_or_else(|| panic!("host {name} vanished"));
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} did not reach {wanted:?}; last status: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Waits until the machine runs a phase step whose agent command has started.
+    pub async fn wait_for_step(&self, operator: &Operator, name: &str, step: &str) {
+        let uid = self
+            .hosts()
+            .get(name)
+            .await
+            .map(|host| host.uid().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let run = operator.backend.record(&uid).and_then(|record| record.run);
+            let current = run
+                .as_ref()
+                .and_then(|run| run.current_step().map(|s| s.name.clone()));
+            if current.as_deref() == Some(step) && run.is_some_and(|run| run.state.is_some()) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} never ran {step}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Operator {
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+
+    /// Ends the operator at once, as SIGKILL would: nothing is flushed or handed over.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+/// The lab, its firmware trusting the agent API's CA and network-booting from its server.
+pub async fn start_lab(dir: &Path, agent_ca_pem: &str, agent_listen: SocketAddr) -> Lab {
+    let mut profile = Profile {
+        power_delay_ms: 50,
+        ..Profile::default()
+    };
+    profile.disks[0].size_gib = 1;
+    let config = LabConfig {
+        machines: 2,
+        profile,
+        dir: dir.join("lab"),
+        listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        credentials: Credentials {
+            username: USER.into(),
+            password: PASSWORD.into(),
+        },
+        ipmi: true,
+        trusted_ca_pem: Some(agent_ca_pem.to_owned()),
+        network_boot_url: Some(format!("https://{agent_listen}/v1/network-boot")),
+    };
+    Lab::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("lab: {e}"))
+}
+
+pub fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [BareMetalHost::crd(), HardwareData::crd()] {
+        let name = crd.name_any();
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .unwrap_or_else(|e| panic!("CRD {name}: {e}"));
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("CRD {name} not established: {e}"))
+        .unwrap_or_else(|e| panic!("CRD {name}: {e}"));
+    }
+}
+
+/// The first bytes of the machine's root disk.
+pub fn disk_head(machine: &ingot_lab::machine::Machine) -> Vec<u8> {
+    let path = machine
+        .hardware
+        .disk_files
+        .values()
+        .next()
+        .unwrap_or_else(|| panic!("{} has no disk", machine.id));
+    head(path)
+}
+
+pub fn image_head(site: &Site) -> Vec<u8> {
+    head(&site.lab.image_dir().join(format!("{IMAGE}.raw")))
+}
+
+/// The first 4 KiB of a file, without reading a large sparse disk whole.
+pub fn head(path: &Path) -> Vec<u8> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut bytes = Vec::with_capacity(4096);
+    file.take(4096)
+        .read_to_end(&mut bytes)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bytes
+}
