@@ -376,11 +376,13 @@ async fn controller_with_finalizer_does_not_hot_loop() {
         },
         ..Default::default()
     };
+    // Counted before the create: the owns() event can reach the controller, and its
+    // reconcile can run, before the create call returns to this task.
+    let before = ctx.reconciles.load(Ordering::SeqCst);
     configmaps
         .create(&PostParams::default(), &child)
         .await
         .expect("child");
-    let before = ctx.reconciles.load(Ordering::SeqCst);
     eventually("owns() to trigger", async || {
         ctx.reconciles.load(Ordering::SeqCst) > before
     })
