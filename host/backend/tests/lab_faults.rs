@@ -213,6 +213,54 @@ async fn a_wrong_checksum_fails_up_to_the_retry_limit_and_a_fixed_checksum_recov
     operator.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_disk_shows_as_a_provisioning_error_and_the_host_recovers_once_it_works() {
+    let site = Site::start().await;
+    let operator = site.start_operator().await;
+    let machine = site.machine("lab-0");
+    site.create_host("bad-disk", "lab-0").await;
+    site.wait_for("bad-disk", ProvisioningState::Available)
+        .await;
+
+    machine.set_faults(Faults {
+        disk_write_error: true,
+        ..Faults::default()
+    });
+    site.set_image("bad-disk", verified_image(&site)).await;
+    let failing = wait_until(
+        &site,
+        "bad-disk",
+        "a failed write, then a failed clean-up",
+        |status| {
+            status.provisioning.state == ProvisioningState::Deprovisioning
+                && status.error_type == Some(ErrorType::Provisioning)
+                && status.error_count >= 2
+        },
+    )
+    .await;
+
+    let message = &status_of(&failing).error_message;
+    assert!(
+        message.contains("deploy agent could not"),
+        "unclear error: {message}"
+    );
+    assert!(!message.contains(PASSWORD), "the error shows the password");
+    machine.set_faults(Faults::default());
+    let recovered = site
+        .wait_for("bad-disk", ProvisioningState::Provisioned)
+        .await;
+    let status = status_of(&recovered);
+    assert_eq!((status.error_type, status.error_count), (None, 0));
+    assert_eq!(status.provisioning_fail_count, 0);
+    assert_eq!(
+        disk_head(&machine),
+        image_head(&site),
+        "the image is not on the disk"
+    );
+
+    operator.stop().await;
+}
+
 /// Registration never succeeded, so the host goes straight to removal without touching the
 /// machine.
 async fn delete_while_registering_against_a_dead_bmc(site: &Site, machine_id: &str) {
