@@ -131,21 +131,7 @@ async fn a_bmc_failing_during_provisioning_shows_as_an_error_and_the_host_recove
     );
     assert!(!message.contains(PASSWORD), "the error shows the password");
     machine.set_faults(Faults::default());
-    let recovered = site.wait_for("flaky", ProvisioningState::Provisioned).await;
-    let status = status_of(&recovered);
-    assert_eq!(status.operational_status, OperationalStatus::Ok);
-    assert_eq!((status.error_type, status.error_count), (None, 0));
-    assert_eq!(status.provisioning_fail_count, 0);
-    assert_eq!(
-        disk_head(&machine),
-        image_head(&site),
-        "the image is not on the disk"
-    );
-    assert!(
-        matches!(machine.status().activity, Activity::BootedFromDisk { .. }),
-        "the machine did not boot the image: {:?}",
-        machine.status().activity
-    );
+    assert_recovers_with_the_image(&site, "flaky", &machine).await;
 
     operator.stop().await;
 }
@@ -199,16 +185,7 @@ async fn a_wrong_checksum_fails_up_to_the_retry_limit_and_a_fixed_checksum_recov
     );
 
     site.set_image("mistyped", verified_image(&site)).await;
-    let fixed = site
-        .wait_for("mistyped", ProvisioningState::Provisioned)
-        .await;
-    assert_eq!(status_of(&fixed).provisioning_fail_count, 0);
-    assert_eq!(status_of(&fixed).error_type, None);
-    assert_eq!(
-        disk_head(&machine),
-        image_head(&site),
-        "the image is not on the disk"
-    );
+    assert_recovers_with_the_image(&site, "mistyped", &machine).await;
 
     operator.stop().await;
 }
@@ -246,17 +223,7 @@ async fn a_failing_disk_shows_as_a_provisioning_error_and_the_host_recovers_once
     );
     assert!(!message.contains(PASSWORD), "the error shows the password");
     machine.set_faults(Faults::default());
-    let recovered = site
-        .wait_for("bad-disk", ProvisioningState::Provisioned)
-        .await;
-    let status = status_of(&recovered);
-    assert_eq!((status.error_type, status.error_count), (None, 0));
-    assert_eq!(status.provisioning_fail_count, 0);
-    assert_eq!(
-        disk_head(&machine),
-        image_head(&site),
-        "the image is not on the disk"
-    );
+    assert_recovers_with_the_image(&site, "bad-disk", &machine).await;
 
     operator.stop().await;
 }
@@ -432,6 +399,27 @@ async fn provision(site: &Site, name: &str, machine_id: &str, spec: serde_json::
         disk_head(&site.machine(machine_id)),
         image_head(site),
         "{name}: the image is not on the disk"
+    );
+}
+
+/// Waits until host `name` is provisioned again and checks that nothing of its failures is
+/// left: no error, no failed attempts counted, and the machine runs the image from its disk.
+async fn assert_recovers_with_the_image(site: &Site, name: &str, machine: &Machine) {
+    let recovered = site.wait_for(name, ProvisioningState::Provisioned).await;
+
+    let status = status_of(&recovered);
+    assert_eq!(status.operational_status, OperationalStatus::Ok);
+    assert_eq!((status.error_type, status.error_count), (None, 0));
+    assert_eq!(status.provisioning_fail_count, 0);
+    assert_eq!(
+        disk_head(machine),
+        image_head(site),
+        "{name}: the image is not on the disk"
+    );
+    assert!(
+        matches!(machine.status().activity, Activity::BootedFromDisk { .. }),
+        "{name}: the machine did not boot the image: {:?}",
+        machine.status().activity
     );
 }
 
