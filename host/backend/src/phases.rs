@@ -28,6 +28,11 @@ const MAX_STEPS_PER_RECONCILE: usize = 8;
 /// How soon to look again when steps remain but the reconcile has run enough of them.
 const CONTINUE_SOON: Duration = Duration::from_millis(100);
 
+/// Calls in a row to one step that may go unanswered (a transient error, a failing plugin)
+/// before the phase fails. Without a bound, an unreachable BMC would keep a host retrying
+/// silently for ever instead of showing the error, and a deletion could never give up.
+const TRANSIENT_FAILURE_LIMIT: u32 = 3;
+
 /// What a phase is asked to do.
 pub struct PhaseRequest {
     /// The phase.
@@ -110,6 +115,7 @@ impl HostProvisioner {
             state: None,
             not_before_ms: 0,
             detail: String::new(),
+            transient_failures: 0,
             outcome: None,
         };
         tracing::info!(host = %self.host.name, namespace = %self.host.namespace, run = %run.id, plugin = %run.plugin, "phase started");
@@ -138,6 +144,7 @@ impl HostProvisioner {
             Ok(PluginReply::Steps(steps)) => {
                 run.steps = steps.into_iter().map(planned_step).collect();
                 run.planned = true;
+                run.transient_failures = 0;
                 if run.steps.is_empty() {
                     run.outcome = Some(RunOutcome::Done);
                 }
@@ -264,17 +271,35 @@ impl HostProvisioner {
                 )));
                 Ok(())
             }
-            _ => {
-                if error.is_plugin_failure() {
-                    self.events
-                        .warning("PluginFailed", format!("{what}: {error}"));
-                }
-                Err(ProvisionerError::Call {
-                    call: "steps",
-                    source: Box::new(error),
-                })
-            }
+            _ if went_unanswered(&error) => self.transient_failure(what, run, error),
+            _ => Err(steps_call_failed(error)),
         }
+    }
+
+    /// Keeps the run where it is for a retry with backoff, counting the failure; the phase
+    /// fails once too many calls in a row went unanswered.
+    fn transient_failure(
+        &self,
+        what: &str,
+        run: &mut PhaseRun,
+        error: CallError,
+    ) -> Result<(), ProvisionerError> {
+        if error.is_plugin_failure() {
+            self.events
+                .warning("PluginFailed", format!("{what}: {error}"));
+        }
+        run.transient_failures += 1;
+        if run.transient_failures >= TRANSIENT_FAILURE_LIMIT {
+            run.outcome = Some(RunOutcome::Failed(format!(
+                "{} step {what} failed {} times in a row: {error}",
+                run.phase.as_str(),
+                run.transient_failures
+            )));
+            return Ok(());
+        }
+
+        self.save_run(run, false)?;
+        Err(steps_call_failed(error))
     }
 
     fn unexpected(&self, function: &str, reply: &PluginReply) -> ProvisionerError {
@@ -301,6 +326,7 @@ impl HostProvisioner {
 }
 
 fn apply_outcome(run: &mut PhaseRun, step: &str, outcome: StepOutcome) {
+    run.transient_failures = 0;
     match outcome {
         StepOutcome::Done => {
             tracing::debug!(run = %run.id, step, "step done");
@@ -320,6 +346,26 @@ fn apply_outcome(run: &mut PhaseRun, step: &str, outcome: StepOutcome) {
         StepOutcome::Failed(message) => {
             run.outcome = Some(RunOutcome::Failed(message));
         }
+    }
+}
+
+/// Whether a call failed without an answer worth acting on: the plugin reported a transient
+/// problem, or the plugin itself failed (timed out, crashed, ran out of resources).
+fn went_unanswered(error: &CallError) -> bool {
+    let transient = matches!(
+        error,
+        CallError::Domain {
+            error: DomainError::Steps(StepError::Transient(_)),
+            ..
+        }
+    );
+    transient || error.is_plugin_failure()
+}
+
+fn steps_call_failed(error: CallError) -> ProvisionerError {
+    ProvisionerError::Call {
+        call: "steps",
+        source: Box::new(error),
     }
 }
 

@@ -91,6 +91,10 @@ pub struct PhaseRun {
     pub not_before_ms: u64,
     /// The step's latest progress note.
     pub detail: String,
+    /// Calls in a row to the current step (or to the plan) that got no answer: a transient
+    /// error such as an unreachable BMC, or a failing plugin.
+    #[serde(default)]
+    pub transient_failures: u32,
     /// How the run ended, once it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<RunOutcome>,
@@ -318,6 +322,7 @@ mod tests {
             state: Some(b"command-1".to_vec()),
             not_before_ms: 0,
             detail: String::new(),
+            transient_failures: 0,
             outcome: None,
         }
     }

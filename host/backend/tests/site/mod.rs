@@ -114,6 +114,11 @@ pub struct Operator {
 
 impl Site {
     pub async fn start() -> Site {
+        Self::start_with_machines(2).await
+    }
+
+    /// A site whose lab has `machines` machines, for tests that run many hosts side by side.
+    pub async fn start_with_machines(machines: u32) -> Site {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -128,7 +133,7 @@ impl Site {
 
         let agent_ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
         let agent_listen = free_port();
-        let lab = start_lab(dir.path(), &agent_ca.cert_pem, agent_listen).await;
+        let lab = start_lab(dir.path(), &agent_ca.cert_pem, agent_listen, machines).await;
         ingot_lab::images::generate(lab.image_dir(), IMAGE, IMAGE_BYTES)
             .unwrap_or_else(|e| panic!("image: {e}"));
 
@@ -205,44 +210,13 @@ impl Site {
     }
 
     pub async fn create_host(&self, name: &str, machine: &str) {
-        let bmc = self
-            .lab
-            .bmc_address(machine)
-            .replacen("redfish+", "redfish-virtualmedia+", 1);
-        self.create_host_at(name, machine, &bmc).await;
+        self.create_host_with_spec(name, machine, json!({})).await;
     }
 
     /// Creates host `name` for lab machine `machine`, whose BMC is at `bmc`.
     pub async fn create_host_at(&self, name: &str, machine: &str, bmc: &str) {
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NAMESPACE);
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": format!("{name}-bmc")},
-            "stringData": {"username": USER, "password": PASSWORD},
-        }))
-        .unwrap_or_else(|e| panic!("{e}"));
-        secrets
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap_or_else(|e| panic!("secret: {e}"));
-
-        let host: BareMetalHost = serde_json::from_value(json!({
-            "apiVersion": "metal3.io/v1alpha1",
-            "kind": "BareMetalHost",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {
-                "online": true,
-                "bootMACAddress": self.boot_mac(machine),
-                "bmc": {
-                    "address": bmc,
-                    "credentialsName": format!("{name}-bmc"),
-                },
-            },
-        }))
-        .unwrap_or_else(|e| panic!("{e}"));
-        self.hosts()
-            .create(&PostParams::default(), &host)
-            .await
-            .unwrap_or_else(|e| panic!("host: {e}"));
+        self.create_host_with_spec_at(name, machine, bmc, json!({}))
+            .await;
     }
 
     pub fn machine(&self, id: &str) -> Arc<ingot_lab::machine::Machine> {
@@ -321,6 +295,60 @@ impl Site {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    /// Creates host `name` for lab machine `machine` like [`Site::create_host`], with `spec`
+    /// merged over the usual spec (for example `{"externallyProvisioned": true}`).
+    pub async fn create_host_with_spec(&self, name: &str, machine: &str, spec: serde_json::Value) {
+        let bmc = self
+            .lab
+            .bmc_address(machine)
+            .replacen("redfish+", "redfish-virtualmedia+", 1);
+        self.create_host_with_spec_at(name, machine, &bmc, spec)
+            .await;
+    }
+
+    /// Creates the BMC Secret and host `name` for lab machine `machine`, whose BMC is at `bmc`,
+    /// with `spec` merged over the usual spec.
+    pub async fn create_host_with_spec_at(
+        &self,
+        name: &str,
+        machine: &str,
+        bmc: &str,
+        spec: serde_json::Value,
+    ) {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": format!("{name}-bmc")},
+            "stringData": {"username": USER, "password": PASSWORD},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap_or_else(|e| panic!("secret: {e}"));
+
+        let mut host = json!({
+            "apiVersion": "metal3.io/v1alpha1",
+            "kind": "BareMetalHost",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "online": true,
+                "bootMACAddress": self.boot_mac(machine),
+                "bmc": {
+                    "address": bmc,
+                    "credentialsName": format!("{name}-bmc"),
+                },
+            },
+        });
+        if let (Some(base), Some(extra)) = (host["spec"].as_object_mut(), spec.as_object()) {
+            base.extend(extra.clone());
+        }
+        let host: BareMetalHost = serde_json::from_value(host).unwrap_or_else(|e| panic!("{e}"));
+        self.hosts()
+            .create(&PostParams::default(), &host)
+            .await
+            .unwrap_or_else(|e| panic!("host: {e}"));
+    }
 }
 
 impl Operator {
@@ -338,14 +366,19 @@ impl Operator {
 }
 
 /// The lab, its firmware trusting the agent API's CA and network-booting from its server.
-pub async fn start_lab(dir: &Path, agent_ca_pem: &str, agent_listen: SocketAddr) -> Lab {
+pub async fn start_lab(
+    dir: &Path,
+    agent_ca_pem: &str,
+    agent_listen: SocketAddr,
+    machines: u32,
+) -> Lab {
     let mut profile = Profile {
         power_delay_ms: 50,
         ..Profile::default()
     };
     profile.disks[0].size_gib = 1;
     let config = LabConfig {
-        machines: 2,
+        machines,
         profile,
         dir: dir.join("lab"),
         listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
@@ -386,13 +419,7 @@ pub async fn install_crds(client: &Client) {
 
 /// The first bytes of the machine's root disk.
 pub fn disk_head(machine: &ingot_lab::machine::Machine) -> Vec<u8> {
-    let path = machine
-        .hardware
-        .disk_files
-        .values()
-        .next()
-        .unwrap_or_else(|| panic!("{} has no disk", machine.id));
-    head(path)
+    head(root_disk(machine))
 }
 
 pub fn image_head(site: &Site) -> Vec<u8> {
@@ -408,4 +435,14 @@ pub fn head(path: &Path) -> Vec<u8> {
         .read_to_end(&mut bytes)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     bytes
+}
+
+/// The file behind the machine's root disk.
+pub fn root_disk(machine: &ingot_lab::machine::Machine) -> &Path {
+    machine
+        .hardware
+        .disk_files
+        .values()
+        .next()
+        .unwrap_or_else(|| panic!("{} has no disk", machine.id))
 }

@@ -184,15 +184,14 @@ impl<P: Provisioner> HostStateMachine<'_, P> {
         Outcome::Complete
     }
 
-    /// Forgets earlier provisioning failures when the image they were for is no longer wanted.
+    /// Forgets earlier provisioning failures when the image they were for is no longer wanted:
+    /// removed, or changed in any field, since fixing a wrong checksum must allow a new attempt.
     fn reset_provisioning_failures(&mut self) -> bool {
-        let wanted = self.host.spec.image.as_ref().map(|image| image.url.clone());
+        let wanted = self.host.spec.image.clone();
         let status = self.status_mut();
-        let attempted = status
-            .last_attempted_image
-            .as_ref()
-            .map(|image| image.url.clone());
-        if status.provisioning_fail_count == 0 || (wanted.is_some() && wanted == attempted) {
+        if status.provisioning_fail_count == 0
+            || (wanted.is_some() && wanted == status.last_attempted_image)
+        {
             return false;
         }
         status.provisioning_fail_count = 0;

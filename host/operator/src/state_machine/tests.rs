@@ -714,6 +714,13 @@ fn state_table() -> Vec<Case> {
             assert!(status(host).error_message.contains("retry limit (3)"), "{}", status(host).error_message);
         }),
         Case::new(
+            "available: a fixed checksum after the retry limit provisions again",
+            HostBuilder::in_state(S::Available).image(IMAGE).checksum("fixed").attempted(IMAGE).fail_count(3),
+            S::Provisioning,
+            "complete",
+        )
+        .check(|host, _| assert_eq!(status(host).provisioning_fail_count, 0)),
+        Case::new(
             "available: deletion powers off first",
             HostBuilder::in_state(S::Available).deleting(),
             S::PoweringOffBeforeDelete,
