@@ -122,8 +122,13 @@ struct StateLayout {
     operator: PathBuf,
 }
 
-/// Prepares the state directory's layout.
+/// Prepares the state directory's layout. Paths are made absolute because the kubeconfig's
+/// path is printed for pasting into another terminal, which may be elsewhere.
 fn state_layout(state_dir: &Path) -> Result<StateLayout, Error> {
+    let state_dir = std::path::absolute(state_dir).map_err(|source| Error::StateDir {
+        path: state_dir.to_path_buf(),
+        source,
+    })?;
     let layout = StateLayout {
         apiserver: state_dir.join("apiserver"),
         lab: state_dir.join("lab"),
@@ -343,5 +348,29 @@ mod tests {
             "http://127.0.0.1:41000/images/lab-os.raw"
         );
         assert_eq!(object["spec"]["list"][1], 3);
+    }
+
+    #[test]
+    fn the_state_layout_is_absolute_so_the_printed_kubeconfig_works_from_anywhere() {
+        let parent = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let relative = relative_to_cwd(parent.path()).join("state");
+
+        let layout = state_layout(&relative).unwrap_or_else(|e| panic!("{e}"));
+
+        assert!(
+            layout.apiserver.is_absolute(),
+            "{}",
+            layout.apiserver.display()
+        );
+        assert!(layout.apiserver.is_dir());
+    }
+
+    /// `target` as a path relative to the current directory.
+    fn relative_to_cwd(target: &Path) -> PathBuf {
+        let cwd = std::env::current_dir().unwrap_or_else(|e| panic!("{e}"));
+        let ups = cwd.components().count() - 1;
+        let mut relative: PathBuf = std::iter::repeat_n("..", ups).collect();
+        relative.push(target.strip_prefix("/").unwrap_or(target));
+        relative
     }
 }
