@@ -11,10 +11,15 @@ use std::time::Duration;
 use ingot_api::metal3::{BareMetalHost, ErrorType, OperationalStatus, ProvisioningState};
 use ingot_lab::machine::{Activity, Machine, MachineEvent, PowerState};
 use ingot_operator::annotations::{DETACHED, PAUSED, REBOOT};
+use ingot_operator::controller::{SECRET_FINALIZER, SECRET_LABEL, SECRET_LABEL_VALUE};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use site::{IMAGE, PASSWORD, Site, WAIT, disk_head, image_head};
+
+/// When a host whose registration failed once is looked at again, with the test's jitter of 0
+/// (metal3-bmo.md §2.3: the first backoff is one to two minutes).
+const RETRY_AFTER_FIRST_ERROR: Duration = Duration::from_secs(120);
 
 /// Long enough for several reconciles of the test operator, whose requeues are capped at
 /// half a second, to have happened.
@@ -100,11 +105,7 @@ async fn an_externally_provisioned_host_is_adopted_without_inspection_and_can_be
 
     // Upstream v0.14+ (metal3-bmo.md §2.10): clearing the flag makes the host provisioned
     // with its spec image, without deploying anything.
-    site.patch_host(
-        "node-ext",
-        json!({"spec": {"externallyProvisioned": false}}),
-    )
-    .await;
+    hand_back(&site, "node-ext").await;
     let handed_back = site
         .wait_for("node-ext", ProvisioningState::Provisioned)
         .await;
@@ -129,10 +130,51 @@ async fn an_externally_provisioned_host_is_adopted_without_inspection_and_can_be
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn wrong_credentials_fail_registration_and_fixing_the_secret_recovers_the_host() {
-    const WRONG: &str = "not-the-lab-password";
+async fn an_externally_provisioned_host_without_an_image_is_deprovisioned_when_handed_back() {
     let site = Site::start().await;
     let operator = site.start_operator().await;
+    site.create_host_custom(
+        "node-bare",
+        "lab-1",
+        &site.virtual_media_bmc("lab-1"),
+        PASSWORD,
+        json!({"externallyProvisioned": true}),
+    )
+    .await;
+    site.wait_for("node-bare", ProvisioningState::ExternallyProvisioned)
+        .await;
+    let machine = site.machine("lab-1");
+    assert_untouched(&site, &machine);
+
+    // Upstream v0.14+ (metal3-bmo.md §2.10): without an image, clearing the flag leads
+    // through provisioned to deprovisioning, which cleans the disks.
+    hand_back(&site, "node-bare").await;
+    let available = site
+        .wait_for("node-bare", ProvisioningState::Available)
+        .await;
+    let history = available
+        .status
+        .and_then(|status| status.operation_history)
+        .unwrap_or_default();
+    assert!(
+        history.deprovision.and_then(|metric| metric.end).is_some(),
+        "the host was not deprovisioned"
+    );
+    assert!(
+        booted_agent(&machine.history()),
+        "the disks were not cleaned"
+    );
+
+    operator.stop().await;
+}
+
+/// The operator keeps its production delays here: after the registration error the host is
+/// not looked at again for two minutes, so only the Secret edit itself can wake it in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_credentials_fail_registration_and_editing_the_secret_recovers_the_host() {
+    const WRONG: &str = "not-the-lab-password";
+    let site = Site::start().await;
+    let operator = site.start_operator_with(None).await;
     site.create_host_custom(
         "node-creds",
         "lab-0",
@@ -162,11 +204,17 @@ async fn wrong_credentials_fail_registration_and_fixing_the_secret_recovers_the_
     assert!(events.contains("RegistrationError"), "{events}");
     assert_no_password(&serde_json::to_string(&status).unwrap_or_default(), WRONG);
     assert_no_password(&events, WRONG);
+    assert_secret_watched(&bmc_secret(&site, "node-creds").await);
 
+    let fixed_at = tokio::time::Instant::now();
     site.set_bmc_password("node-creds", PASSWORD).await;
     let recovered = site
         .wait_for("node-creds", ProvisioningState::Available)
         .await;
+    assert!(
+        fixed_at.elapsed() < RETRY_AFTER_FIRST_ERROR,
+        "the host recovered only after its backoff, not when the Secret changed"
+    );
     assert_eq!(recovered.uid(), failed.uid(), "the host was re-created");
     let status = recovered.status.clone().unwrap_or_default();
     assert_eq!(status.operational_status, OperationalStatus::Ok);
@@ -175,23 +223,19 @@ async fn wrong_credentials_fail_registration_and_fixing_the_secret_recovers_the_
         status.hardware.is_some(),
         "the recovered host was not inspected"
     );
-    let secrets: Api<Secret> = Api::namespaced(site.client.clone(), site::NAMESPACE);
-    let secret = secrets
-        .get("node-creds-bmc")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         status
             .good_credentials
             .and_then(|good| good.credentials_version),
-        secret.resource_version(),
-        "the good credentials are not the fixed Secret"
+        bmc_secret(&site, "node-creds").await.resource_version(),
+        "the good credentials are not the edited Secret"
     );
     let everything = format!(
         "{}{}",
         site.events_text().await,
         serde_json::to_string(&recovered).unwrap_or_default()
     );
+    assert!(everything.contains("BMCAccessValidated"));
     assert_no_password(&everything, WRONG);
     assert_no_password(&everything, PASSWORD);
 
@@ -212,6 +256,10 @@ async fn a_detached_host_is_left_alone_and_reattaches_still_provisioned() {
         })
         .await;
     assert_eq!(state(&detached), ProvisioningState::Provisioned);
+    assert_eq!(
+        condition(&detached, "Ready"),
+        Some(("False".into(), "Detached".into()))
+    );
     let requests = machine.bmc_requests();
     let mark = machine.history().len();
     tokio::time::sleep(SEVERAL_RECONCILES).await;
@@ -381,6 +429,12 @@ async fn provisioned_host(site: &Site, name: &str, machine: &str) -> BareMetalHo
     host
 }
 
+/// Clears `externallyProvisioned`, handing the host over to the operator.
+async fn hand_back(site: &Site, name: &str) {
+    site.patch_host(name, json!({"spec": {"externallyProvisioned": false}}))
+        .await;
+}
+
 async fn fetch(site: &Site, name: &str) -> BareMetalHost {
     site.hosts()
         .get(name)
@@ -408,6 +462,15 @@ fn operational_status(host: &BareMetalHost) -> OperationalStatus {
 
 fn error_type(host: &BareMetalHost) -> Option<ErrorType> {
     host.status.as_ref().and_then(|status| status.error_type)
+}
+
+/// The status and reason of condition `kind`.
+fn condition(host: &BareMetalHost, kind: &str) -> Option<(String, String)> {
+    host.status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .and_then(|conditions| conditions.iter().find(|c| c.type_ == kind))
+        .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
 fn provisioned_url(host: &BareMetalHost) -> Option<String> {
@@ -455,6 +518,32 @@ fn assert_untouched(site: &Site, machine: &Machine) {
         "the disk was written"
     );
     assert_eq!(site.lab.image_downloads(&format!("{IMAGE}.raw")), 0);
+}
+
+async fn bmc_secret(site: &Site, host: &str) -> Secret {
+    let secrets: Api<Secret> = Api::namespaced(site.client.clone(), site::NAMESPACE);
+    secrets
+        .get(&format!("{host}-bmc"))
+        .await
+        .unwrap_or_else(|e| panic!("secret of {host}: {e}"))
+}
+
+/// The operator acquired the Secret as upstream does (metal3-bmo.md §1.6), which is what makes
+/// an edit wake the host.
+fn assert_secret_watched(secret: &Secret) {
+    assert_eq!(
+        secret.labels().get(SECRET_LABEL).map(String::as_str),
+        Some(SECRET_LABEL_VALUE)
+    );
+    assert!(secret.finalizers().iter().any(|f| f == SECRET_FINALIZER));
+    assert!(
+        secret
+            .owner_references()
+            .iter()
+            .any(|owner| owner.kind == "BareMetalHost" && owner.controller != Some(true)),
+        "{:?}",
+        secret.owner_references()
+    );
 }
 
 fn assert_no_password(text: &str, password: &str) {

@@ -175,6 +175,13 @@ impl Site {
 
     /// Starts an operator; its state directory survives restarts, as a volume would.
     pub async fn start_operator(&self) -> Operator {
+        self.start_operator_with(Some(Duration::from_millis(500)))
+            .await
+    }
+
+    /// Starts an operator that looks at a host again after at most `max_requeue`; `None` keeps
+    /// the production delays (minutes of backoff after an error).
+    pub async fn start_operator_with(&self, max_requeue: Option<Duration>) -> Operator {
         let backend = self.start_backend().await;
 
         let settings = Settings {
@@ -188,7 +195,7 @@ impl Site {
             Arc::new(Metrics::new()),
             "lab-test",
         );
-        context.max_requeue = Some(Duration::from_millis(500));
+        context.max_requeue = max_requeue;
         context.reconcile_timeout = Duration::from_secs(60);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(controller::run(Arc::new(context), 4, async move {
