@@ -376,39 +376,54 @@ async fn the_plain_reboot_annotation_power_cycles_softly_or_hard_and_is_removed(
     operator.stop().await;
 }
 
+const PHASED: &str = "reboot.metal3.io/maintenance";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_suffixed_reboot_annotation_keeps_the_host_off_until_its_owner_removes_it() {
-    const PHASED: &str = "reboot.metal3.io/maintenance";
     let site = Site::start().await;
     let operator = site.start_operator().await;
     provisioned_host(&site, "node-phased", "lab-0").await;
     let machine = site.machine("lab-0");
-    let mark = machine.history().len();
 
-    site.annotate("node-phased", PHASED, Some("")).await;
+    held_off_until_released(&site, &machine, json!({PHASED: ""})).await;
+    // With both forms (metal3-bmo.md §3, issue #3271), the plain one is served and removed
+    // while the suffixed one goes on holding the host off.
+    held_off_until_released(&site, &machine, json!({REBOOT: "", PHASED: ""})).await;
+
+    operator.stop().await;
+}
+
+/// Puts `annotations` (which include [`PHASED`]) on `node-phased`, checks that the host is
+/// held off with only [`PHASED`] left, then removes it and checks one soft power cycle in all.
+async fn held_off_until_released(site: &Site, machine: &Machine, annotations: serde_json::Value) {
+    let mark = machine.history().len();
+    site.patch_host(
+        "node-phased",
+        json!({"metadata": {"annotations": annotations}}),
+    )
+    .await;
     site.wait_until("node-phased", "powered off", |host| !powered_on(host))
         .await;
     tokio::time::sleep(SEVERAL_RECONCILES).await;
-    let held = fetch(&site, "node-phased").await;
+    let held = fetch(site, "node-phased").await;
     assert!(
         held.annotations().contains_key(PHASED),
         "the operator removed a suffixed reboot annotation"
     );
+    assert!(!held.annotations().contains_key(REBOOT));
     assert!(!powered_on(&held));
     assert_eq!(machine.status().power, PowerState::Off);
 
     site.annotate("node-phased", PHASED, None).await;
     site.wait_until("node-phased", "powered on again", powered_on)
         .await;
-    wait_for_boot_from_disk(&machine, mark).await;
+    wait_for_boot_from_disk(machine, mark).await;
     let since = machine.history().split_off(mark);
     assert_eq!(
         power_requests(&since),
         ["GracefulShutdown", "On"],
         "{since:?}"
     );
-
-    operator.stop().await;
 }
 
 /// Creates host `name` on lab machine `machine`, provisions the lab image and waits until the

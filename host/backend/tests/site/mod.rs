@@ -395,8 +395,8 @@ impl Site {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{name}: {what} never happened; last seen: {:?}",
-                host.and_then(|host| host.status)
+                "{name}: {what} never happened; last seen: {}",
+                host.map(|host| status_summary(&host)).unwrap_or_default()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -506,4 +506,21 @@ pub fn head(path: &Path) -> Vec<u8> {
         .read_to_end(&mut bytes)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     bytes
+}
+
+/// The status fields that tell where a host is, first, then the whole status.
+pub fn status_summary(host: &BareMetalHost) -> String {
+    let Some(status) = &host.status else {
+        return "no status".into();
+    };
+    format!(
+        "state {:?}, powered on {}, {:?} {:?} {:?} (count {}); annotations {:?}; {status:?}",
+        status.provisioning.state,
+        status.powered_on,
+        status.operational_status,
+        status.error_type,
+        status.error_message,
+        status.error_count,
+        host.metadata.annotations,
+    )
 }
