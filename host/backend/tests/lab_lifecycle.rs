@@ -35,6 +35,7 @@ async fn a_live_iso_is_booted_from_virtual_media_without_writing_the_disk() {
     let machine = site.machine("lab-0");
     let disk_before = disk_head(&machine);
     let iso = site.live_iso_url();
+    let mark = machine.history().len();
 
     site.set_image("node-iso", json!({"url": iso, "format": "live-iso"}))
         .await;
@@ -43,6 +44,8 @@ async fn a_live_iso_is_booted_from_virtual_media_without_writing_the_disk() {
         .await;
     wait_for_activity(&machine, &Activity::LiveIso { image: iso.clone() }).await;
 
+    let since = machine.history().split_off(mark);
+    assert!(!booted_agent(&since), "the deploy agent ran: {since:?}");
     assert_eq!(machine.status().media, Some(iso.clone()));
     assert_eq!(
         disk_head(&machine),
