@@ -7,7 +7,8 @@
 //!
 //! The generator writes a small bootable-looking disk image: a GPT with an EFI system
 //! partition and a root partition holding recognisable data, as raw and as qcow2 (converted
-//! with `qemu-img`).
+//! with `qemu-img`). It also writes tiny live ISOs: just the ISO 9660 volume descriptors the
+//! lab's firmware looks for.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -30,6 +31,11 @@ const ESP_TYPE: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
 const LINUX_TYPE: &str = "0fc63daf-8483-4772-8e79-3d69d8477de4";
 /// Text at the start of the root partition, so tests can recognise a written image.
 pub const ROOT_MARKER: &[u8] = b"INGOT-LAB-OS root filesystem";
+/// ISO 9660 sector size, and the offset of the first volume descriptor (after the system area).
+const ISO_SECTOR: usize = 2048;
+const ISO_DESCRIPTORS: usize = 16 * ISO_SECTOR;
+/// The identifier every ISO 9660 volume descriptor carries after its type byte.
+const ISO_IDENTIFIER: &[u8] = b"CD001";
 
 /// Error of this module.
 #[derive(Debug, thiserror::Error)]
@@ -315,4 +321,33 @@ fn gpt_header(
     let crc = crc32fast::hash(&header);
     header[16..20].copy_from_slice(&crc.to_le_bytes());
     header
+}
+
+/// Writes a tiny ISO 9660 image labelled `label`: an empty system area, a primary volume
+/// descriptor and the descriptor set terminator, which is all the lab's firmware reads.
+pub fn write_live_iso(path: &Path, label: &str) -> Result<(), Error> {
+    let mut image = vec![0u8; ISO_DESCRIPTORS + 2 * ISO_SECTOR];
+    let (primary, terminator) = image[ISO_DESCRIPTORS..].split_at_mut(ISO_SECTOR);
+    volume_descriptor(primary, 1);
+    primary[8..72].fill(b' ');
+    let label = label.as_bytes();
+    let label = &label[..label.len().min(32)];
+    primary[40..40 + label.len()].copy_from_slice(label);
+    volume_descriptor(terminator, 255);
+
+    std::fs::write(path, image).map_err(|source| Error::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn volume_descriptor(sector: &mut [u8], kind: u8) {
+    sector[0] = kind;
+    sector[1..6].copy_from_slice(ISO_IDENTIFIER);
+    sector[6] = 1;
+}
+
+/// Whether `head`, the start of a medium, carries an ISO 9660 volume descriptor.
+pub fn is_iso9660(head: &[u8]) -> bool {
+    head.get(ISO_DESCRIPTORS + 1..ISO_DESCRIPTORS + 6) == Some(ISO_IDENTIFIER)
 }

@@ -108,6 +108,7 @@ struct Server {
 
 impl Server {
     fn handle(&mut self, packet: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
+        self.machine.count_bmc_request();
         let body = packet.strip_prefix(&RMCP_HEADER[..])?;
         match *body.first()? {
             0x00 => self.handle_v15(body),

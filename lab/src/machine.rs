@@ -9,8 +9,14 @@
 //! Booting from the network (`Pxe`) stands in for PXE/iPXE: the firmware asks the network boot
 //! server for the boot configuration of its PXE NIC's MAC address and starts the agent from it
 //! exactly as from virtual media.
+//!
+//! Virtual media holding an ISO 9660 image instead of a deploy document boots as a live ISO:
+//! the machine runs it from the CD and leaves its disks alone.
+//!
+//! Each machine keeps a short history of what was done to it (power requests, media changes,
+//! boots) and counts the requests its BMC answered, so tests can tell what the operator did.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -55,6 +61,14 @@ pub const RESET_TYPES: [&str; 6] = [
 
 /// Boot targets the simulated BMC offers.
 pub const BOOT_TARGETS: [&str; 4] = ["None", "Pxe", "Cd", "Hdd"];
+
+/// How many history events a machine keeps; older ones are dropped so a long-running lab does
+/// not grow without bound.
+pub const HISTORY_LIMIT: usize = 1024;
+
+/// How much of a virtual medium the firmware reads to find out what it holds: enough for an
+/// ISO 9660 volume descriptor or a deploy document, never a whole image.
+const MEDIA_READ_LIMIT: usize = 1 << 20;
 
 /// Redfish power states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +147,35 @@ pub enum Activity {
         /// What was tried.
         reason: String,
     },
+    /// Running a live ISO from virtual media; the disks are not touched.
+    LiveIso {
+        /// URL of the ISO.
+        image: String,
+    },
+}
+
+/// Something done to a machine, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "camelCase")]
+pub enum MachineEvent {
+    /// A power request, by its Redfish reset type (IPMI chassis controls use the same names).
+    #[serde(rename_all = "camelCase")]
+    PowerRequest {
+        /// `On`, `ForceOff`, `GracefulShutdown`, ...
+        reset_type: String,
+    },
+    /// Virtual media was inserted.
+    MediaInserted {
+        /// The image URL.
+        image: String,
+    },
+    /// Inserted virtual media was ejected.
+    MediaEjected,
+    /// The firmware finished booting.
+    Booted {
+        /// What it booted into.
+        activity: Activity,
+    },
 }
 
 /// Virtual media slot.
@@ -151,6 +194,17 @@ struct State {
     agent: Option<tokio::task::JoinHandle<()>>,
     /// Bumped by every power request, so a superseded transition does not complete.
     generation: u64,
+    history: VecDeque<MachineEvent>,
+    bmc_requests: u64,
+}
+
+impl State {
+    fn record(&mut self, event: MachineEvent) {
+        if self.history.len() == HISTORY_LIMIT {
+            self.history.pop_front();
+        }
+        self.history.push_back(event);
+    }
 }
 
 /// How the simulated firmware reaches boot servers.
@@ -229,6 +283,8 @@ impl Machine {
                 faults: Faults::default(),
                 agent: None,
                 generation: 0,
+                history: VecDeque::new(),
+                bmc_requests: 0,
             }),
         })
     }
@@ -283,24 +339,50 @@ impl Machine {
 
     /// Inserts virtual media.
     pub fn insert_media(&self, image: String) {
-        self.lock().media.image = Some(image);
+        let mut state = self.lock();
+        state.media.image = Some(image.clone());
+        state.record(MachineEvent::MediaInserted { image });
     }
 
     /// Ejects virtual media.
     pub fn eject_media(&self) {
-        self.lock().media.image = None;
+        let mut state = self.lock();
+        if state.media.image.take().is_some() {
+            state.record(MachineEvent::MediaEjected);
+        }
+    }
+
+    /// What was done to the machine so far, oldest first (at most [`HISTORY_LIMIT`] events).
+    pub fn history(&self) -> Vec<MachineEvent> {
+        self.lock().history.iter().cloned().collect()
+    }
+
+    /// How many requests the machine's BMC answered (Redfish and IPMI).
+    pub fn bmc_requests(&self) -> u64 {
+        self.lock().bmc_requests
+    }
+
+    /// Counts one request to the machine's BMC.
+    pub fn count_bmc_request(&self) {
+        self.lock().bmc_requests += 1;
     }
 
     /// Handles a Redfish `ComputerSystem.Reset`.
     pub fn reset(self: &Arc<Self>, reset_type: &str) -> Result<(), Error> {
+        if !RESET_TYPES.contains(&reset_type) {
+            return Err(Error::UnsupportedReset(reset_type.to_owned()));
+        }
+        self.lock().record(MachineEvent::PowerRequest {
+            reset_type: reset_type.to_owned(),
+        });
+
         match reset_type {
             "On" => self.power_on(),
             "ForceOff" | "GracefulShutdown" => self.power_off(),
-            "GracefulRestart" | "ForceRestart" | "PowerCycle" => {
+            _ => {
                 self.power_off();
                 self.power_on();
             }
-            other => return Err(Error::UnsupportedReset(other.to_owned())),
         }
         Ok(())
     }
@@ -369,7 +451,7 @@ impl Machine {
         };
 
         let activity = match (target.as_str(), media) {
-            ("Cd", Some(image)) => self.boot_agent(image, generation).await,
+            ("Cd", Some(image)) => self.boot_media(image, generation).await,
             ("Cd", None) => Activity::NoBootableDevice {
                 reason: "boot from Cd requested but no media is inserted".into(),
             },
@@ -379,7 +461,8 @@ impl Machine {
         let mut state = self.lock();
         if state.generation == generation {
             tracing::info!(machine = %self.id, activity = ?activity, "machine booted");
-            state.activity = activity;
+            state.activity = activity.clone();
+            state.record(MachineEvent::Booted { activity });
         }
     }
 
@@ -410,14 +493,26 @@ impl Machine {
         };
 
         let url = format!("{}/{}", server.trim_end_matches('/'), nic.mac);
-        match self.fetch_boot_config(&url, "network boot").await {
+        let config = self
+            .fetch_media(&url, "network boot")
+            .await
+            .and_then(|bytes| boot_config(&bytes, "network boot"));
+        match config {
             Ok(config) => self.start_agent(config, url, generation),
             Err(reason) => Activity::NoBootableDevice { reason },
         }
     }
 
-    async fn boot_agent(self: &Arc<Self>, image: String, generation: u64) -> Activity {
-        match self.fetch_boot_config(&image, "virtual media").await {
+    /// Boots the inserted virtual media: a live ISO, or the deploy agent its document names.
+    async fn boot_media(self: &Arc<Self>, image: String, generation: u64) -> Activity {
+        let bytes = match self.fetch_media(&image, "virtual media").await {
+            Ok(bytes) => bytes,
+            Err(reason) => return Activity::NoBootableDevice { reason },
+        };
+        if crate::images::is_iso9660(&bytes) {
+            return Activity::LiveIso { image };
+        }
+        match boot_config(&bytes, "virtual media") {
             Ok(config) => self.start_agent(config, image, generation),
             Err(reason) => Activity::NoBootableDevice { reason },
         }
@@ -463,25 +558,36 @@ impl Machine {
         Activity::Agent { image }
     }
 
-    /// Fetches the boot configuration at `url`; `source` names where it comes from in the
-    /// reason of a failure.
-    async fn fetch_boot_config(&self, url: &str, source: &str) -> Result<BootConfig, String> {
-        let response = self
+    /// Reads the start of the medium at `url` (at most [`MEDIA_READ_LIMIT`] bytes); `source`
+    /// names where it comes from in the reason of a failure.
+    async fn fetch_media(&self, url: &str, source: &str) -> Result<Vec<u8>, String> {
+        let unreadable = |e: reqwest::Error| format!("cannot read {source}: {}", e.without_url());
+        let mut response = self
             .firmware
             .http
             .get(url)
             .send()
             .await
-            .map_err(|e| format!("cannot read {source}: {}", e.without_url()))?;
+            .map_err(unreadable)?;
         if !response.status().is_success() {
             return Err(format!("{source} server answered {}", response.status()));
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| format!("cannot read {source}: {}", e.without_url()))?;
-        BootConfig::from_json(&bytes).map_err(|e| format!("{source} is not a deploy image: {e}"))
+
+        let mut bytes = Vec::new();
+        while bytes.len() < MEDIA_READ_LIMIT {
+            match response.chunk().await.map_err(unreadable)? {
+                Some(chunk) => bytes.extend_from_slice(&chunk),
+                None => break,
+            }
+        }
+        bytes.truncate(MEDIA_READ_LIMIT);
+        Ok(bytes)
     }
+}
+
+/// The deploy agent's boot configuration held by a medium read from `source`.
+fn boot_config(bytes: &[u8], source: &str) -> Result<BootConfig, String> {
+    BootConfig::from_json(bytes).map_err(|e| format!("{source} is not a deploy image: {e}"))
 }
 
 impl Drop for Machine {

@@ -204,7 +204,8 @@ async fn authenticate(State(state): State<Shared>, request: Request, next: Next)
     next.run(request).await
 }
 
-/// Applies the faults of the machine a request addresses (Systems/{id} or Managers/{id}).
+/// Counts the request on the machine it addresses (Systems/{id} or Managers/{id}) and applies
+/// that machine's faults.
 async fn inject_faults(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let mut segments = path
@@ -215,6 +216,7 @@ async fn inject_faults(State(state): State<Shared>, request: Request, next: Next
         .next()
         .and_then(|id| state.machines.iter().find(|m| m.id == id));
     if let Some(machine) = machine {
+        machine.count_bmc_request();
         let faults = machine.faults();
         if faults.bmc_delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(faults.bmc_delay_ms)).await;
@@ -362,7 +364,8 @@ async fn system(State(state): State<Shared>, Path(id): Path<String>) -> Response
     let base = format!("/redfish/v1/Systems/{id}");
     let boot_progress = match &status.activity {
         crate::machine::Activity::Agent { .. }
-        | crate::machine::Activity::BootedFromDisk { .. } => "OSRunning",
+        | crate::machine::Activity::BootedFromDisk { .. }
+        | crate::machine::Activity::LiveIso { .. } => "OSRunning",
         crate::machine::Activity::Booting => "SystemHardwareInitializationComplete",
         _ => "None",
     };

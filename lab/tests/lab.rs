@@ -11,7 +11,7 @@ use ingot_agent::protocol::{
     WriteImage,
 };
 use ingot_agent_api::{AgentApi, AgentApiConfig, CertificateAuthority, CommandState, Snapshot};
-use ingot_lab::machine::{Activity, Faults};
+use ingot_lab::machine::{Activity, Faults, MachineEvent};
 use ingot_lab::profile::Profile;
 use ingot_lab::{Credentials, Lab, LabConfig};
 use serde_json::{Value, json};
@@ -684,5 +684,62 @@ async fn without_a_network_boot_server_network_boot_finds_nothing() {
         Activity::NoBootableDevice {
             reason: "network boot requested but no network boot server is configured".into()
         }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_iso_boots_from_virtual_media_and_the_machine_history_tells_what_was_done() {
+    let setup = setup(1).await;
+    let iso = setup.lab.image_dir().join("live.iso");
+    ingot_lab::images::write_live_iso(&iso, "LAB LIVE").unwrap_or_else(|e| panic!("{e}"));
+    let iso_url = format!("{}/images/live.iso", setup.lab.url());
+    let machine = setup.lab.machines()[0].clone();
+    let token = setup.login().await;
+
+    let insert = json!({"Image": iso_url, "Inserted": true});
+    let boot = json!({"Boot": {"BootSourceOverrideTarget": "Cd", "BootSourceOverrideEnabled": "Continuous"}});
+    let requests = [
+        (
+            reqwest::Method::POST,
+            "Managers/lab-0/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia",
+            insert,
+        ),
+        (reqwest::Method::PATCH, "Systems/lab-0", boot),
+        (
+            reqwest::Method::POST,
+            "Systems/lab-0/Actions/ComputerSystem.Reset",
+            json!({"ResetType": "On"}),
+        ),
+    ];
+    for (method, path, body) in requests {
+        assert_eq!(setup.call(&token, method, path, Some(body)).await.0, 204);
+    }
+    assert_eq!(machine.bmc_requests(), 3, "the login names no machine");
+
+    let system = setup.wait_activity(&token, "lab-0", "liveIso").await;
+    assert_eq!(system["BootProgress"]["LastState"], "OSRunning");
+    assert_eq!(setup.lab.image_downloads("live.iso"), 1);
+    let disk = machine.hardware.disk_files.values().next().cloned();
+    let mut head = vec![1u8; 64 << 10];
+    std::fs::File::open(disk.unwrap_or_default())
+        .and_then(|file| std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        head.iter().all(|byte| *byte == 0),
+        "a live ISO leaves the disk alone"
+    );
+    assert_eq!(
+        machine.history(),
+        vec![
+            MachineEvent::MediaInserted {
+                image: iso_url.clone()
+            },
+            MachineEvent::PowerRequest {
+                reset_type: "On".into()
+            },
+            MachineEvent::Booted {
+                activity: Activity::LiveIso { image: iso_url }
+            },
+        ]
     );
 }

@@ -150,6 +150,12 @@ fn advance(
         }
         Stage::PowerUp(power) => match power_up(host, power)? {
             PowerUpProgress::On => Ok(Advance::Next(Stage::AwaitAgent)),
+            // The host was changing power when the one-time boot device was set. A boot under
+            // way may use that setting up (and check in an agent the coming reset kills), so
+            // the fresh boot needs it set again.
+            PowerUpProgress::Waiting(PowerUp::Request, wait) => {
+                Ok(Advance::Wait(Stage::SetBootDevice, wait))
+            }
             PowerUpProgress::Waiting(power, wait) => Ok(Advance::Wait(Stage::PowerUp(power), wait)),
         },
         Stage::AwaitAgent if host.agent_connected() => {
@@ -449,7 +455,7 @@ mod tests {
     }
 
     #[test]
-    fn a_power_state_in_transition_is_waited_out() {
+    fn a_power_state_in_transition_is_waited_out_then_the_boot_device_set_again() {
         let host = host().with_power_state(PowerState::PoweringOff);
 
         let requeue = requeued(run(
@@ -460,11 +466,42 @@ mod tests {
         ));
 
         assert!(host.calls().is_empty());
-        assert_eq!(stage_of(&requeue.state), Stage::PowerUp(PowerUp::Request));
+        assert_eq!(stage_of(&requeue.state), Stage::SetBootDevice);
         assert_eq!(
             requeue.detail,
             "waiting for the power state to settle (now powering off)"
         );
+    }
+
+    #[test]
+    fn a_host_that_was_powering_on_gets_its_one_time_boot_again_before_the_reset() {
+        let booting = host().with_power_state(PowerState::PoweringOn);
+        let settled = host().with_power_state(PowerState::On);
+        for _ in 0..2 {
+            settled.expect_control(Ok(Progress::Done));
+        }
+
+        let waited = requeued(run(
+            &booting,
+            &context(Phase::Deploy),
+            STEP,
+            state_at(Stage::PowerUp(PowerUp::Request), &booting),
+        ));
+        requeued(run(
+            &settled,
+            &context(Phase::Deploy),
+            STEP,
+            Some(waited.state),
+        ));
+
+        assert_eq!(
+            settled.calls(),
+            [
+                boot_once_from_cd(BootMode::Uefi),
+                HostCall::SetPower(PowerAction::RebootHard)
+            ]
+        );
+        settled.assert_done();
     }
 
     #[test]

@@ -25,7 +25,8 @@ use ingot_plugin_host::routing::{BuiltinRouting, STANDARD_STEPS};
 use ingot_plugin_host::runtime::{Runtime, RuntimeConfig};
 use ingot_plugin_host::source::{Fetcher, PluginSource};
 use ingot_plugin_host::world::World;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Event, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{conditions, wait::await_condition};
@@ -179,6 +180,13 @@ impl Site {
 
     /// Starts an operator; its state directory survives restarts, as a volume would.
     pub async fn start_operator(&self) -> Operator {
+        self.start_operator_with(Some(Duration::from_millis(500)))
+            .await
+    }
+
+    /// Starts an operator that looks at a host again after at most `max_requeue`; `None` keeps
+    /// the production delays (minutes of backoff after an error).
+    pub async fn start_operator_with(&self, max_requeue: Option<Duration>) -> Operator {
         let backend = self.start_backend().await;
 
         let settings = Settings {
@@ -192,7 +200,7 @@ impl Site {
             Arc::new(Metrics::new()),
             "lab-test",
         );
-        context.max_requeue = Some(Duration::from_millis(500));
+        context.max_requeue = max_requeue;
         context.reconcile_timeout = Duration::from_secs(60);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(controller::run(Arc::new(context), 4, async move {
@@ -210,12 +218,13 @@ impl Site {
     }
 
     pub async fn create_host(&self, name: &str, machine: &str) {
-        self.create_host_with_spec(name, machine, json!({})).await;
+        self.create_host_at(name, machine, &self.virtual_media_bmc(machine))
+            .await;
     }
 
     /// Creates host `name` for lab machine `machine`, whose BMC is at `bmc`.
     pub async fn create_host_at(&self, name: &str, machine: &str, bmc: &str) {
-        self.create_host_with_spec_at(name, machine, bmc, json!({}))
+        self.create_host_custom(name, machine, bmc, PASSWORD, json!({}))
             .await;
     }
 
@@ -299,27 +308,25 @@ impl Site {
     /// Creates host `name` for lab machine `machine` like [`Site::create_host`], with `spec`
     /// merged over the usual spec (for example `{"externallyProvisioned": true}`).
     pub async fn create_host_with_spec(&self, name: &str, machine: &str, spec: serde_json::Value) {
-        let bmc = self
-            .lab
-            .bmc_address(machine)
-            .replacen("redfish+", "redfish-virtualmedia+", 1);
-        self.create_host_with_spec_at(name, machine, &bmc, spec)
+        let bmc = self.virtual_media_bmc(machine);
+        self.create_host_custom(name, machine, &bmc, PASSWORD, spec)
             .await;
     }
 
-    /// Creates the BMC Secret and host `name` for lab machine `machine`, whose BMC is at `bmc`,
-    /// with `spec` merged over the usual spec.
-    pub async fn create_host_with_spec_at(
+    /// Creates host `name` for lab machine `machine`, whose BMC is at `bmc`, with a Secret
+    /// holding `password` and `extra_spec` merged into the spec.
+    pub async fn create_host_custom(
         &self,
         name: &str,
         machine: &str,
         bmc: &str,
-        spec: serde_json::Value,
+        password: &str,
+        extra_spec: serde_json::Value,
     ) {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NAMESPACE);
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": format!("{name}-bmc")},
-            "stringData": {"username": USER, "password": PASSWORD},
+            "stringData": {"username": USER, "password": password},
         }))
         .unwrap_or_else(|e| panic!("{e}"));
         secrets
@@ -327,27 +334,103 @@ impl Site {
             .await
             .unwrap_or_else(|e| panic!("secret: {e}"));
 
-        let mut host = json!({
+        let mut spec = json!({
+            "online": true,
+            "bootMACAddress": self.boot_mac(machine),
+            "bmc": {
+                "address": bmc,
+                "credentialsName": format!("{name}-bmc"),
+            },
+        });
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let host: BareMetalHost = serde_json::from_value(json!({
             "apiVersion": "metal3.io/v1alpha1",
             "kind": "BareMetalHost",
             "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {
-                "online": true,
-                "bootMACAddress": self.boot_mac(machine),
-                "bmc": {
-                    "address": bmc,
-                    "credentialsName": format!("{name}-bmc"),
-                },
-            },
-        });
-        if let (Some(base), Some(extra)) = (host["spec"].as_object_mut(), spec.as_object()) {
-            base.extend(extra.clone());
-        }
-        let host: BareMetalHost = serde_json::from_value(host).unwrap_or_else(|e| panic!("{e}"));
+            "spec": spec,
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
         self.hosts()
             .create(&PostParams::default(), &host)
             .await
             .unwrap_or_else(|e| panic!("host: {e}"));
+    }
+
+    /// The Redfish virtual-media BMC address of lab machine `machine`, as `create_host` uses.
+    pub fn virtual_media_bmc(&self, machine: &str) -> String {
+        self.lab
+            .bmc_address(machine)
+            .replacen("redfish+", "redfish-virtualmedia+", 1)
+    }
+
+    /// Merges `patch` into host `name`.
+    pub async fn patch_host(&self, name: &str, patch: serde_json::Value) {
+        self.hosts()
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap_or_else(|e| panic!("patch {name}: {e}"));
+    }
+
+    /// Sets (`Some`) or removes (`None`) annotation `key` of host `name`.
+    pub async fn annotate(&self, name: &str, key: &str, value: Option<&str>) {
+        self.patch_host(name, json!({"metadata": {"annotations": {key: value}}}))
+            .await;
+    }
+
+    /// Replaces the password in the BMC Secret of host `name`, keeping the Secret itself.
+    pub async fn set_bmc_password(&self, name: &str, password: &str) {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let encoded = ByteString(password.as_bytes().to_vec());
+        secrets
+            .patch(
+                &format!("{name}-bmc"),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"data": {"password": encoded}})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("secret of {name}: {e}"));
+    }
+
+    /// Waits until host `name` satisfies `done`, which `what` describes for the failure message.
+    pub async fn wait_until(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&BareMetalHost) -> bool,
+    ) -> BareMetalHost {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let host = self.hosts().get(name).await.ok();
+            if let Some(host) = host.as_ref().filter(|host| done(host)) {
+                return host.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}: {what} never happened; last seen: {}",
+                host.map(|host| status_summary(&host)).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every event recorded in the namespace, as JSON text.
+    pub async fn events_text(&self) -> String {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let list = events
+            .list(&Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("events: {e}"));
+        serde_json::to_string(&list.items).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Writes a live ISO into the lab's image store and returns its URL.
+    pub fn live_iso_url(&self) -> String {
+        let name = "lab-live.iso";
+        ingot_lab::images::write_live_iso(&self.lab.image_dir().join(name), "LAB LIVE")
+            .unwrap_or_else(|e| panic!("live ISO: {e}"));
+        format!("{}/images/{name}", self.lab.url())
     }
 }
 
@@ -445,4 +528,21 @@ pub fn root_disk(machine: &ingot_lab::machine::Machine) -> &Path {
         .values()
         .next()
         .unwrap_or_else(|| panic!("{} has no disk", machine.id))
+}
+
+/// The status fields that tell where a host is, first, then the whole status.
+pub fn status_summary(host: &BareMetalHost) -> String {
+    let Some(status) = &host.status else {
+        return "no status".into();
+    };
+    format!(
+        "state {:?}, powered on {}, {:?} {:?} {:?} (count {}); annotations {:?}; {status:?}",
+        status.provisioning.state,
+        status.powered_on,
+        status.operational_status,
+        status.error_type,
+        status.error_message,
+        status.error_count,
+        host.metadata.annotations,
+    )
 }
