@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ingot_agent::bootconfig::BootConfig;
 use ingot_agent::client::Agent;
@@ -99,6 +99,11 @@ pub struct Faults {
     pub bmc_unreachable: bool,
     /// Extra latency of every BMC request, in milliseconds.
     pub bmc_delay_ms: u64,
+    /// The BMC answers every request with 500, as a BMC whose web service is failing does.
+    pub bmc_internal_error: bool,
+    /// The BMC forgets the Redfish sessions open when this is set, as after a BMC reset: their
+    /// tokens get 401 on this machine from then on, while new logins work.
+    pub bmc_sessions_dropped: bool,
     /// Disk writes fail with "no space left on device".
     pub disk_write_error: bool,
     /// The agent dies as soon as it starts (a running agent is killed when this is set).
@@ -151,6 +156,8 @@ struct State {
     agent: Option<tokio::task::JoinHandle<()>>,
     /// Bumped by every power request, so a superseded transition does not complete.
     generation: u64,
+    /// When the BMC last dropped its sessions; older sessions are refused.
+    sessions_dropped_at: Option<Instant>,
 }
 
 /// How the simulated firmware reaches boot servers.
@@ -229,6 +236,7 @@ impl Machine {
                 faults: Faults::default(),
                 agent: None,
                 generation: 0,
+                sessions_dropped_at: None,
             }),
         })
     }
@@ -262,9 +270,13 @@ impl Machine {
         self.lock().faults.clone()
     }
 
-    /// Replaces the active faults; setting `agentCrash` kills a running agent.
+    /// Replaces the active faults; setting `agentCrash` kills a running agent, setting
+    /// `bmcSessionsDropped` ends the sessions open now.
     pub fn set_faults(&self, faults: Faults) {
         let mut state = self.lock();
+        if faults.bmc_sessions_dropped {
+            state.sessions_dropped_at = Some(Instant::now());
+        }
         if faults.agent_crash
             && let Some(agent) = state.agent.take()
         {
@@ -274,6 +286,13 @@ impl Machine {
             };
         }
         state.faults = faults;
+    }
+
+    /// Whether a session opened at `opened` was dropped by this machine's BMC.
+    pub fn session_dropped(&self, opened: Instant) -> bool {
+        self.lock()
+            .sessions_dropped_at
+            .is_some_and(|dropped| opened <= dropped)
     }
 
     /// Applies a boot override PATCH.
