@@ -103,14 +103,20 @@ async fn hosts_provision_exactly_once_through_kills_and_faults() {
     eprintln!("chaos: seed {seed} (INGOT_CHAOS_SEED={seed} replays it), {shape:?}");
     let mut chaos = Chaos::new(seed);
 
+    let setup = Instant::now();
     let mut site = Site::start(shape.hosts).await;
     fleet::install_plugins_before_start(&site.client).await;
     site.start_operator();
     fleet::wait_for_plugins(&site.client).await;
+    eprintln!(
+        "chaos: site up and plugins serving after {:?}",
+        setup.elapsed()
+    );
     let watch = HostWatch::start(fleet::hosts_api(&site.client)).await;
     fleet::create_cluster(&site.client).await;
     fleet::create_hosts(&site, shape.hosts).await;
     fleet::create_replicas(&site, shape.hosts).await;
+    eprintln!("chaos: objects created after {:?}", setup.elapsed());
 
     let started = Instant::now();
     let injected = shake(&mut site, &watch, &shape, &mut chaos).await;
@@ -355,16 +361,13 @@ async fn check_image_writes(site: &Site, record: &Record) -> Vec<String> {
 
 /// Every machine's disk holds a partition table, which only a written image leaves.
 fn check_disks(site: &Site, hosts: usize) -> Vec<String> {
-    use std::os::unix::fs::FileExt as _;
     let mut problems = Vec::new();
     for index in 0..hosts {
         let id = format!("lab-{index}");
-        let partitioned = site.disk_files(&id).iter().any(|disk| {
-            let mut signature = [0u8; 8];
-            std::fs::File::open(disk)
-                .and_then(|file| file.read_exact_at(&mut signature, 512))
-                .is_ok_and(|()| &signature == b"EFI PART")
-        });
+        let partitioned = site
+            .disk_files(&id)
+            .iter()
+            .any(|disk| ingot_e2e::has_partition_table(disk));
         if !partitioned {
             problems.push(format!("no disk of {id} holds a partition table"));
         }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ingot_e2e::{free_tcp_address, ingot_binary};
+use ingot_e2e::{free_tcp_address, ingot_binary, lab_disks};
 use ingot_lab::profile::Profile;
 use kube::Client;
 use serde_json::Value;
@@ -115,13 +115,7 @@ impl Site {
 
     /// The disk files of lab machine `id`.
     pub fn disk_files(&self, id: &str) -> Vec<PathBuf> {
-        let dir = self.dir.path().join("lab").join(id);
-        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        entries
-            .flatten()
-            .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|ext| ext == "img"))
-            .collect()
+        lab_disks(&self.dir.path().join("lab"), id)
     }
 
     /// Keeps the run directory after the test, for a failed run to be read.
@@ -205,14 +199,25 @@ async fn start_apiserver(binary: &Path, root: &Path) -> (Process, Client) {
 /// The operator's agent API CA, created in its state directory the way the operator does on
 /// its first start, and written out as PEM for the lab's firmware to trust.
 fn agent_ca_file(root: &Path) -> PathBuf {
-    let authority = ingot_backend::load_or_create_authority(&root.join("operator"))
+    let state = root.join("operator");
+    let authority = ingot_backend::load_or_create_authority(&state)
         .unwrap_or_else(|e| panic!("agent API CA: {e}"));
+    share_plugin_cache(&state);
     let path = root.join("agent-ca.pem");
     std::fs::write(&path, authority.cert_pem).unwrap_or_else(|e| panic!("{e}"));
     path
 }
 
 const PROFILE_FILE: &str = "profile.yaml";
+
+/// Points the operator's cache of compiled plugins at one kept in the target directory, so
+/// that only the first run compiles the components (slow in a debug build).
+fn share_plugin_cache(state: &Path) {
+    let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaos-plugin-cache");
+    std::fs::create_dir_all(&shared).unwrap_or_else(|e| panic!("{}: {e}", shared.display()));
+    std::os::unix::fs::symlink(&shared, state.join("plugin-cache"))
+        .unwrap_or_else(|e| panic!("plugin cache link: {e}"));
+}
 
 /// Small machines that power on quickly, with one 2 GiB sparse disk each.
 const PROFILE: &str = r#"
