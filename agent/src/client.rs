@@ -85,6 +85,7 @@ impl Agent {
             .map_err(Error::Client)?;
         let image_client = reqwest::Client::builder()
             .add_root_certificate(ca)
+            .user_agent(crate::image::user_agent(&config.host))
             .connect_timeout(Duration::from_secs(30))
             .build()
             .map_err(Error::Client)?;

@@ -25,6 +25,21 @@ use crate::qcow2::{self, Qcow2Writer};
 /// Chunks in flight between the download and the disk writer.
 const CHANNEL_DEPTH: usize = 16;
 
+/// The user agent of image downloads, naming the host so that image servers can tell whose
+/// download each one is.
+pub fn user_agent(host: &str) -> String {
+    format!("ingot-agent/{} ({host})", env!("CARGO_PKG_VERSION"))
+}
+
+/// The host an image download is for, from a [`user_agent`] string.
+pub fn host_of_user_agent(agent: &str) -> Option<&str> {
+    agent
+        .strip_prefix("ingot-agent/")?
+        .split_once(" (")?
+        .1
+        .strip_suffix(')')
+}
+
 /// Callback receiving progress; it must be cheap, it runs for every chunk.
 pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 
@@ -380,4 +395,22 @@ pub fn redact(url: &str) -> String {
     let _ = parsed.set_password(None);
     parsed.set_query(None);
     parsed.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_download_user_agent_names_the_host() {
+        let agent = user_agent("default/host-7");
+        assert!(agent.starts_with("ingot-agent/"), "{agent}");
+        assert_eq!(host_of_user_agent(&agent), Some("default/host-7"));
+    }
+
+    #[test]
+    fn other_user_agents_name_no_host() {
+        assert_eq!(host_of_user_agent("curl/8.5.0"), None);
+        assert_eq!(host_of_user_agent("ingot-agent/0.1.0"), None);
+    }
 }

@@ -10,7 +10,7 @@
 //! with `qemu-img`). It also writes tiny live ISOs: just the ISO 9660 volume descriptors the
 //! lab's firmware looks for.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -18,10 +18,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::StreamExt as _;
 use md5::Digest as _;
+use serde::{Deserialize, Serialize};
 
 const SECTOR: u64 = 512;
 const GPT_ENTRIES: u64 = 128;
@@ -71,12 +73,23 @@ pub struct GeneratedImages {
     pub qcow2: PathBuf,
 }
 
-/// The image server's directory, and how often each image was downloaded in full or in part
-/// (each download is one image write by a deploy agent).
+/// The image server's directory, and how often each image was downloaded: started downloads
+/// (each one image write begun by a deploy agent), and downloads served to the end per host,
+/// the host named by the deploy agent's user agent.
 #[derive(Debug)]
 pub struct ImageStore {
     dir: PathBuf,
-    downloads: Mutex<HashMap<String, u64>>,
+    counts: Mutex<HashMap<String, ImageDownloads>>,
+}
+
+/// How often one image was downloaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageDownloads {
+    /// Downloads started, in full or cut short.
+    pub started: u64,
+    /// Downloads whose last byte was sent, per host; clients that name no host count under "".
+    pub completed_by_host: BTreeMap<String, u64>,
 }
 
 impl ImageStore {
@@ -84,23 +97,32 @@ impl ImageStore {
     pub fn new(dir: PathBuf) -> Self {
         Self {
             dir,
-            downloads: Mutex::default(),
+            counts: Mutex::default(),
         }
     }
 
     /// How many times the image `name` was served.
     pub fn downloads(&self, name: &str) -> u64 {
-        self.lock().get(name).copied().unwrap_or_default()
+        self.lock().get(name).map_or(0, |counts| counts.started)
     }
 
-    fn count(&self, name: &str) {
-        *self.lock().entry(name.to_owned()).or_default() += 1;
+    /// Downloads of the image `name`, started and completed per host.
+    pub fn download_counts(&self, name: &str) -> ImageDownloads {
+        self.lock().get(name).cloned().unwrap_or_default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, u64>> {
-        self.downloads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn count_start(&self, name: &str) {
+        self.lock().entry(name.to_owned()).or_default().started += 1;
+    }
+
+    fn count_completion(&self, name: &str, host: &str) {
+        let mut counts = self.lock();
+        let image = counts.entry(name.to_owned()).or_default();
+        *image.completed_by_host.entry(host.to_owned()).or_default() += 1;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, ImageDownloads>> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -109,6 +131,30 @@ pub fn router(store: Arc<ImageStore>) -> axum::Router {
     axum::Router::new()
         .route("/images/{name}", get(serve).put(upload))
         .with_state(store)
+}
+
+/// The `len` bytes of `file`, counting a completed download of image `name` for `host` when
+/// the last of them is handed over (the server stops reading the body there, so the count
+/// cannot wait for its end); a download cut short never gets there and is not counted.
+fn counted_stream(
+    file: tokio::fs::File,
+    len: u64,
+    store: Arc<ImageStore>,
+    name: &str,
+    host: &str,
+) -> impl futures::Stream<Item = std::io::Result<axum::body::Bytes>> + use<> {
+    let (name, host) = (name.to_owned(), host.to_owned());
+    let mut left = len;
+    tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).inspect(move |chunk| {
+        let Ok(chunk) = chunk else {
+            return;
+        };
+        let was_left = left;
+        left = left.saturating_sub(chunk.len() as u64);
+        if was_left > 0 && left == 0 {
+            store.count_completion(&name, &host);
+        }
+    })
 }
 
 /// Rejects names that could leave the directory.
@@ -121,16 +167,25 @@ fn safe_name(name: &str) -> Option<&str> {
     ok.then_some(name)
 }
 
-async fn serve(State(store): State<Arc<ImageStore>>, UrlPath(name): UrlPath<String>) -> Response {
+async fn serve(
+    State(store): State<Arc<ImageStore>>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
     let Some(name) = safe_name(&name) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
     let dir = &store.dir;
     let path = dir.join(name);
     if let Ok(file) = tokio::fs::File::open(&path).await {
-        store.count(name);
+        store.count_start(name);
         let len = file.metadata().await.map(|m| m.len()).unwrap_or_default();
-        let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
+        let host = headers
+            .get(header::USER_AGENT)
+            .and_then(|agent| agent.to_str().ok())
+            .and_then(ingot_agent::image::host_of_user_agent)
+            .unwrap_or_default();
+        let body = Body::from_stream(counted_stream(file, len, store.clone(), name, host));
         return ([(header::CONTENT_LENGTH, len.to_string())], body).into_response();
     }
     let Some((image, algorithm)) = checksum_request(name) else {

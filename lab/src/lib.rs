@@ -128,7 +128,8 @@ impl Lab {
         let images = Arc::new(images::ImageStore::new(image_dir.clone()));
         let app = redfish::router(machines.clone(), config.credentials.clone())
             .merge(images::router(images.clone()))
-            .merge(control_router(machines.clone()));
+            .merge(control_router(machines.clone()))
+            .merge(downloads_router(images.clone()));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Listen {
@@ -188,6 +189,11 @@ impl Lab {
         self.images.downloads(name)
     }
 
+    /// Downloads of the image `name`: started, and completed per host.
+    pub fn image_download_counts(&self, name: &str) -> images::ImageDownloads {
+        self.images.download_counts(name)
+    }
+
     /// The machines.
     pub fn machines(&self) -> &[Arc<Machine>] {
         &self.machines
@@ -239,6 +245,20 @@ fn control_router(machines: Vec<Arc<Machine>>) -> axum::Router {
             put(set_faults).get(get_faults),
         )
         .with_state(Arc::new(machines))
+}
+
+/// `GET /lab/v1/images/{name}/downloads`: how often an image was downloaded, and by whom.
+fn downloads_router(images: Arc<images::ImageStore>) -> axum::Router {
+    axum::Router::new()
+        .route("/lab/v1/images/{name}/downloads", get(image_downloads))
+        .with_state(images)
+}
+
+async fn image_downloads(
+    State(images): State<Arc<images::ImageStore>>,
+    Path(name): Path<String>,
+) -> Json<images::ImageDownloads> {
+    Json(images.download_counts(&name))
 }
 
 type Machines = Arc<Vec<Arc<Machine>>>;

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ingot_agent::bootconfig::BootConfig;
 use ingot_agent::client::Agent;
@@ -113,6 +113,11 @@ pub struct Faults {
     pub bmc_unreachable: bool,
     /// Extra latency of every BMC request, in milliseconds.
     pub bmc_delay_ms: u64,
+    /// The BMC answers every request with 500, as a BMC whose web service is failing does.
+    pub bmc_internal_error: bool,
+    /// The BMC forgets the Redfish sessions open when this is set, as after a BMC reset: their
+    /// tokens get 401 on this machine from then on, while new logins work.
+    pub bmc_sessions_dropped: bool,
     /// Disk writes fail with "no space left on device".
     pub disk_write_error: bool,
     /// The agent dies as soon as it starts (a running agent is killed when this is set).
@@ -196,6 +201,8 @@ struct State {
     generation: u64,
     history: VecDeque<MachineEvent>,
     bmc_requests: u64,
+    /// When the BMC last dropped its sessions; older sessions are refused.
+    sessions_dropped_at: Option<Instant>,
 }
 
 impl State {
@@ -285,6 +292,7 @@ impl Machine {
                 generation: 0,
                 history: VecDeque::new(),
                 bmc_requests: 0,
+                sessions_dropped_at: None,
             }),
         })
     }
@@ -318,9 +326,13 @@ impl Machine {
         self.lock().faults.clone()
     }
 
-    /// Replaces the active faults; setting `agentCrash` kills a running agent.
+    /// Replaces the active faults; setting `agentCrash` kills a running agent, setting
+    /// `bmcSessionsDropped` ends the sessions open now.
     pub fn set_faults(&self, faults: Faults) {
         let mut state = self.lock();
+        if faults.bmc_sessions_dropped {
+            state.sessions_dropped_at = Some(Instant::now());
+        }
         if faults.agent_crash
             && let Some(agent) = state.agent.take()
         {
@@ -330,6 +342,13 @@ impl Machine {
             };
         }
         state.faults = faults;
+    }
+
+    /// Whether a session opened at `opened` was dropped by this machine's BMC.
+    pub fn session_dropped(&self, opened: Instant) -> bool {
+        self.lock()
+            .sessions_dropped_at
+            .is_some_and(|dropped| opened <= dropped)
     }
 
     /// Applies a boot override PATCH.

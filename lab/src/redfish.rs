@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
@@ -44,8 +44,14 @@ impl std::fmt::Debug for Credentials {
 pub struct Redfish {
     machines: Vec<Arc<Machine>>,
     credentials: Credentials,
-    /// Session token → session id.
-    sessions: Mutex<HashMap<String, String>>,
+    /// Session token → session.
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+/// An open Redfish session.
+struct Session {
+    id: String,
+    opened: Instant,
 }
 
 type Shared = Arc<Redfish>;
@@ -172,12 +178,16 @@ impl Redfish {
         user & pass
     }
 
+    fn session_opened(&self, token: &str) -> Option<Instant> {
+        self.sessions
+            .lock()
+            .ok()
+            .and_then(|sessions| sessions.get(token).map(|session| session.opened))
+    }
+
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        if let Some(token) = headers.get("x-auth-token").and_then(|v| v.to_str().ok()) {
-            return self
-                .sessions
-                .lock()
-                .is_ok_and(|sessions| sessions.contains_key(token));
+        if let Some(token) = session_token(headers) {
+            return self.session_opened(token).is_some();
         }
         let basic = headers
             .get(header::AUTHORIZATION)
@@ -192,6 +202,10 @@ impl Redfish {
             })
             .unwrap_or(false)
     }
+}
+
+fn session_token(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-auth-token").and_then(|v| v.to_str().ok())
 }
 
 async fn authenticate(State(state): State<Shared>, request: Request, next: Next) -> Response {
@@ -226,6 +240,16 @@ async fn inject_faults(State(state): State<Shared>, request: Request, next: Next
                 StatusCode::SERVICE_UNAVAILABLE,
                 "BMC unreachable (injected fault)",
             );
+        }
+        if faults.bmc_internal_error {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "BMC internal error (injected fault)",
+            );
+        }
+        let opened = session_token(request.headers()).and_then(|t| state.session_opened(t));
+        if opened.is_some_and(|opened| machine.session_dropped(opened)) {
+            return unauthorized();
         }
     }
     next.run(request).await
@@ -267,7 +291,11 @@ async fn create_session(State(state): State<Shared>, Json(body): Json<Value>) ->
     let id = uuid::Uuid::new_v4().simple().to_string();
     let token = uuid::Uuid::new_v4().simple().to_string();
     if let Ok(mut sessions) = state.sessions.lock() {
-        sessions.insert(token.clone(), id.clone());
+        let session = Session {
+            id: id.clone(),
+            opened: Instant::now(),
+        };
+        sessions.insert(token.clone(), session);
     }
     let location = format!("/redfish/v1/SessionService/Sessions/{id}");
     let body = json!({"@odata.id": location, "Id": id, "UserName": username});
@@ -286,7 +314,7 @@ async fn sessions(State(state): State<Shared>) -> Json<Value> {
     let ids: Vec<String> = state
         .sessions
         .lock()
-        .map(|s| s.values().cloned().collect())
+        .map(|s| s.values().map(|session| session.id.clone()).collect())
         .unwrap_or_default();
     let members: Vec<Value> = ids
         .iter()
@@ -299,7 +327,7 @@ async fn session(State(state): State<Shared>, Path(id): Path<String>) -> Respons
     let known = state
         .sessions
         .lock()
-        .is_ok_and(|s| s.values().any(|v| *v == id));
+        .is_ok_and(|s| s.values().any(|session| session.id == id));
     if !known {
         return error(StatusCode::NOT_FOUND, "no such session");
     }
@@ -312,7 +340,7 @@ async fn delete_session(State(state): State<Shared>, Path(id): Path<String>) -> 
         return StatusCode::INTERNAL_SERVER_ERROR;
     };
     let before = sessions.len();
-    sessions.retain(|_, session| *session != id);
+    sessions.retain(|_, session| session.id != id);
     if sessions.len() < before {
         StatusCode::NO_CONTENT
     } else {

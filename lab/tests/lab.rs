@@ -205,6 +205,23 @@ impl Setup {
         panic!("{id} never reached activity {wanted}");
     }
 
+    /// The status code of a GET of Redfish `path` with session `token`.
+    async fn get_status(&self, token: String, path: String) -> u16 {
+        self.call(&token, reqwest::Method::GET, &path, None).await.0
+    }
+
+    /// Replaces the faults of machine `id` through the control API.
+    async fn set_faults(&self, id: &str, faults: Faults) {
+        let url = format!("{}/lab/v1/machines/{id}/faults", self.lab.url());
+        self.http
+            .put(url)
+            .json(&faults)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     async fn run(&self, host: &str, id: &str, command: Command) -> CommandState {
         self.api
             .enqueue(host, id, command)
@@ -303,6 +320,24 @@ async fn a_machine_deploys_through_redfish_virtual_media_and_boots_its_disk() {
             .verified_checksum
             .is_some_and(|c| c.starts_with("sha256:"))
     );
+    let downloads: Value = setup
+        .http
+        .get(format!(
+            "{}/lab/v1/images/lab-os.qcow2/downloads",
+            setup.lab.url()
+        ))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        downloads,
+        json!({"started": 1, "completedByHost": {"lab-0": 1}}),
+        "one download, served to the end, named for the host the agent serves"
+    );
 
     let eject = setup
         .call(
@@ -338,6 +373,56 @@ async fn a_machine_deploys_through_redfish_virtual_media_and_boots_its_disk() {
         .call(&token, reqwest::Method::GET, "Systems/lab-1", None)
         .await;
     assert_eq!(other["PowerState"], "Off");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_internal_errors_and_dropped_sessions_hit_only_their_machine() {
+    let setup = setup(2).await;
+    let token = setup.login().await;
+    let status = |token: &str, path: &str| setup.get_status(token.to_owned(), path.to_owned());
+
+    setup
+        .set_faults(
+            "lab-0",
+            Faults {
+                bmc_internal_error: true,
+                ..Faults::default()
+            },
+        )
+        .await;
+    assert_eq!(status(&token, "Systems/lab-0").await, 500);
+    assert_eq!(status(&token, "Managers/lab-0").await, 500);
+    assert_eq!(status(&token, "Systems/lab-1").await, 200);
+
+    setup
+        .set_faults(
+            "lab-0",
+            Faults {
+                bmc_sessions_dropped: true,
+                ..Faults::default()
+            },
+        )
+        .await;
+    assert_eq!(
+        status(&token, "Systems/lab-0").await,
+        401,
+        "the old session"
+    );
+    assert_eq!(
+        status(&token, "Systems/lab-1").await,
+        200,
+        "another machine"
+    );
+    let fresh = setup.login().await;
+    assert_eq!(status(&fresh, "Systems/lab-0").await, 200, "a new login");
+
+    setup.set_faults("lab-0", Faults::default()).await;
+    assert_eq!(
+        status(&token, "Systems/lab-0").await,
+        401,
+        "a dropped session stays dropped"
+    );
+    assert_eq!(status(&fresh, "Systems/lab-0").await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,14 @@ pub struct Args {
     /// Also serve IPMI (RMCP+, lanplus) for every machine, each on its own UDP port.
     #[arg(long)]
     ipmi: bool,
+    /// PEM file of a CA the machines' firmware trusts for HTTPS virtual media and network boot,
+    /// e.g. the operator's deploy agent API CA; the public roots are trusted either way.
+    #[arg(long)]
+    trusted_ca: Option<PathBuf>,
+    /// Base URL of a network boot server the firmware asks for `<url>/<mac>` when booting from
+    /// the network, e.g. the operator's `https://127.0.0.1:6385/v1/network-boot`.
+    #[arg(long)]
+    network_boot_url: Option<String>,
     /// Size in MiB of the sample OS images generated into the image store (0 skips them).
     #[arg(long, default_value_t = 256)]
     sample_image_mib: u64,
@@ -49,11 +57,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(path) => Profile::from_file(path)?,
         None => Profile::default(),
     };
+    let trusted_ca_pem = args
+        .trusted_ca
+        .as_ref()
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the trusted CA {}", path.display()))
+        })
+        .transpose()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(serve(args, profile))
+    runtime.block_on(serve(args, profile, trusted_ca_pem))
 }
 
-async fn serve(args: Args, profile: Profile) -> anyhow::Result<ExitCode> {
+async fn serve(
+    args: Args,
+    profile: Profile,
+    trusted_ca_pem: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let config = LabConfig {
         machines: args.machines,
         profile,
@@ -64,8 +84,8 @@ async fn serve(args: Args, profile: Profile) -> anyhow::Result<ExitCode> {
             password: args.password,
         },
         ipmi: args.ipmi,
-        trusted_ca_pem: None,
-        network_boot_url: None,
+        trusted_ca_pem,
+        network_boot_url: args.network_boot_url.clone(),
     };
     let lab = Lab::start(config).await.context("starting the lab")?;
     if args.sample_image_mib > 0 {

@@ -214,10 +214,16 @@ impl CallState {
         }
     }
 
-    fn http_call<'a>(&'a self, bmc: &'a BmcAccess, target: &'a HttpTarget) -> HttpCall<'a> {
+    fn http_call<'a>(
+        &'a self,
+        bmc: &'a BmcAccess,
+        target: &'a HttpTarget,
+        host: &'a str,
+    ) -> HttpCall<'a> {
         HttpCall {
             transports: &self.shared.transports,
             plugin: &self.plugin,
+            host,
             target,
             credentials: bmc.credentials.as_deref(),
             deadline: self.io_deadline,
@@ -382,7 +388,8 @@ impl bmc_http::Host for CallState {
     ) -> Result<Result<bmc_http::Response, TransportError>> {
         let bmc = self.bmc("bmc-http")?;
         let target = HttpTarget::from_address(&bmc.address);
-        let outcome = self.http_call(&bmc, &target).send(request).await;
+        let host = self.host_label();
+        let outcome = self.http_call(&bmc, &target, &host).send(request).await;
         Ok(self.record_http(outcome))
     }
 
@@ -393,8 +400,9 @@ impl bmc_http::Host for CallState {
     ) -> Result<Result<bmc_http::Response, TransportError>> {
         let bmc = self.bmc("bmc-http")?;
         let target = HttpTarget::from_address(&bmc.address);
+        let host = self.host_label();
         let outcome = self
-            .http_call(&bmc, &target)
+            .http_call(&bmc, &target, &host)
             .login(request, &token_header)
             .await;
         Ok(self.record_http(outcome))
@@ -403,7 +411,10 @@ impl bmc_http::Host for CallState {
     async fn forget_session(&mut self) -> Result<()> {
         let bmc = self.bmc("bmc-http")?;
         let target = HttpTarget::from_address(&bmc.address);
-        self.shared.transports.forget_session(&self.plugin, &target);
+        let host = self.host_label();
+        self.shared
+            .transports
+            .forget_session(&self.plugin, &target, &host);
         Ok(())
     }
 }

@@ -25,11 +25,22 @@ const MAX_DATAGRAM_WAIT: Duration = Duration::from_secs(10);
 pub struct Transports {
     verifying: reqwest::Client,
     non_verifying: reqwest::Client,
-    sessions: Mutex<HashMap<(String, String), Session>>,
+    sessions: Mutex<HashMap<SessionKey, Session>>,
     locks: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
-/// A session token held for one plugin and one BMC.
+/// Whose session a token is: one plugin's, with one BMC, for one host. Hosts behind one
+/// Redfish service (a chassis manager, sushy-tools, the lab) share the BMC's address, and
+/// their calls run side by side: keyed by address alone, one call's login replaced another's
+/// token and its logout took the token from under the other.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SessionKey {
+    plugin: String,
+    authority: String,
+    host: String,
+}
+
+/// A session token held for one plugin, one BMC and one host.
 struct Session {
     header: String,
     token: String,
@@ -90,36 +101,45 @@ impl Transports {
             .clone()
     }
 
-    fn session_key(plugin: &str, target: &HttpTarget) -> (String, String) {
-        (plugin.to_owned(), target.authority())
+    fn session_key(plugin: &str, target: &HttpTarget, host: &str) -> SessionKey {
+        SessionKey {
+            plugin: plugin.to_owned(),
+            authority: target.authority(),
+            host: host.to_owned(),
+        }
     }
 
-    /// Forgets a plugin's session with a BMC.
-    pub fn forget_session(&self, plugin: &str, target: &HttpTarget) {
+    /// Forgets a plugin's session with a BMC for one host.
+    pub fn forget_session(&self, plugin: &str, target: &HttpTarget, host: &str) {
         let mut sessions = self
             .sessions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        sessions.remove(&Self::session_key(plugin, target));
+        sessions.remove(&Self::session_key(plugin, target, host));
     }
 
-    fn session_header(&self, plugin: &str, target: &HttpTarget) -> Option<(String, String)> {
+    fn session_header(
+        &self,
+        plugin: &str,
+        target: &HttpTarget,
+        host: &str,
+    ) -> Option<(String, String)> {
         let sessions = self
             .sessions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         sessions
-            .get(&Self::session_key(plugin, target))
+            .get(&Self::session_key(plugin, target, host))
             .map(|session| (session.header.clone(), session.token.clone()))
     }
 
-    fn store_session(&self, plugin: &str, target: &HttpTarget, header: &str, token: String) {
+    fn store_session(&self, call: &HttpCall<'_>, header: &str, token: String) {
         let mut sessions = self
             .sessions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         sessions.insert(
-            Self::session_key(plugin, target),
+            Self::session_key(call.plugin, call.target, call.host),
             Session {
                 header: header.to_ascii_lowercase(),
                 token,
@@ -134,6 +154,8 @@ pub struct HttpCall<'a> {
     pub transports: &'a Transports,
     /// Plugin name, for session scoping.
     pub plugin: &'a str,
+    /// The host the call is for (`namespace/name`), for session scoping.
+    pub host: &'a str,
     /// The BMC.
     pub target: &'a HttpTarget,
     /// The BMC credentials, if the host has them.
@@ -168,7 +190,8 @@ impl HttpCall<'_> {
             }
             Credentials::Session => {
                 let Some((header, token)) =
-                    self.transports.session_header(self.plugin, self.target)
+                    self.transports
+                        .session_header(self.plugin, self.target, self.host)
                 else {
                     return Ok(Err(no_credentials("no session: call login first")));
                 };
@@ -231,8 +254,7 @@ impl HttpCall<'_> {
         if let Some(index) = token_at {
             let (_, token) = response.headers.remove(index);
             if (200..300).contains(&response.status) {
-                self.transports
-                    .store_session(self.plugin, self.target, token_header, token);
+                self.transports.store_session(self, token_header, token);
             }
         }
 
@@ -275,7 +297,7 @@ impl HttpCall<'_> {
     fn check_headers(&self, headers: &[(String, String)]) -> Result<(), Denied> {
         let session_header = self
             .transports
-            .session_header(self.plugin, self.target)
+            .session_header(self.plugin, self.target, self.host)
             .map(|(name, _)| name);
 
         for (name, _) in headers {

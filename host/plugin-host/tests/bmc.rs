@@ -155,9 +155,19 @@ fn call<'a>(
     target: &'a HttpTarget,
     credentials: &'a BmcCredentials,
 ) -> HttpCall<'a> {
+    call_for(transports, target, credentials, "default/host-0")
+}
+
+fn call_for<'a>(
+    transports: &'a Transports,
+    target: &'a HttpTarget,
+    credentials: &'a BmcCredentials,
+    host: &'a str,
+) -> HttpCall<'a> {
     HttpCall {
         transports,
         plugin: "redfish",
+        host,
         target,
         credentials: Some(credentials),
         deadline: Instant::now() + Duration::from_secs(5),
@@ -225,9 +235,54 @@ async fn session_login_keeps_the_token_host_side() {
     http.send(get).await.expect("allowed").expect("sent");
     assert_eq!(bmc.requests()[1].header("x-auth-token"), Some("token-123"));
 
-    transports.forget_session("redfish", &target);
+    transports.forget_session("redfish", &target, "default/host-0");
     let get = request("GET", "/redfish/v1/Systems/1", "", Credentials::Session);
     let answer = http.send(get).await.expect("allowed");
+    assert!(
+        matches!(answer, Err(TransportError::NoCredentials(_))),
+        "{answer:?}"
+    );
+}
+
+/// Hosts behind one Redfish service (one address, a system each) keep their own sessions:
+/// one host's logout leaves another's session alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_behind_one_bmc_address_keep_their_own_sessions() {
+    let headers = vec![("X-Auth-Token".to_owned(), "token-1".to_owned())];
+    let bmc = FakeBmc::start(201, headers, "{}").await;
+    let transports = Transports::new(&[]).expect("transports");
+    let target = HttpTarget::from_address(&address(bmc.port));
+    let credentials = BmcCredentials::new("admin", "pw");
+    let first = call_for(&transports, &target, &credentials, "default/host-1");
+    let second = call_for(&transports, &target, &credentials, "default/host-2");
+
+    let template = r#"{"UserName": "{{username}}", "Password": "{{password}}"}"#;
+    let login = || {
+        request(
+            "POST",
+            "/redfish/v1/SessionService/Sessions",
+            template,
+            Credentials::None,
+        )
+    };
+    first
+        .login(login(), "X-Auth-Token")
+        .await
+        .expect("allowed")
+        .expect("sent");
+    second
+        .login(login(), "X-Auth-Token")
+        .await
+        .expect("allowed")
+        .expect("sent");
+    transports.forget_session("redfish", &target, "default/host-2");
+
+    let get = request("GET", "/redfish/v1/Systems/1", "", Credentials::Session);
+    first.send(get).await.expect("allowed").expect("sent");
+    let last = bmc.requests().len() - 1;
+    assert_eq!(bmc.requests()[last].header("x-auth-token"), Some("token-1"));
+    let get = request("GET", "/redfish/v1/Systems/2", "", Credentials::Session);
+    let answer = second.send(get).await.expect("allowed");
     assert!(
         matches!(answer, Err(TransportError::NoCredentials(_))),
         "{answer:?}"

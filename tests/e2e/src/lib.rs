@@ -207,6 +207,27 @@ impl Kubectl {
     }
 }
 
+/// The virtual disk files of lab machine `machine`, in the lab directory `lab_dir`.
+pub fn lab_disks(lab_dir: &Path, machine: &str) -> Vec<PathBuf> {
+    let dir = lab_dir.join(machine);
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "img"))
+        .collect()
+}
+
+/// Whether a disk file holds a GPT (`EFI PART` at byte 512): a lab disk gets one only from a
+/// written image. Lab disks are large sparse files, so only those bytes are read.
+pub fn has_partition_table(disk: &Path) -> bool {
+    use std::os::unix::fs::FileExt as _;
+    let mut signature = [0u8; 8];
+    std::fs::File::open(disk)
+        .and_then(|file| file.read_exact_at(&mut signature, 512))
+        .is_ok_and(|()| &signature == b"EFI PART")
+}
+
 /// Polls `check` every half second until it returns `Some`, or fails after `timeout`.
 pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;

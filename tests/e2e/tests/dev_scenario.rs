@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ingot_e2e::{DevSession, Kubectl, eventually, free_tcp_address};
+use ingot_e2e::{
+    DevSession, Kubectl, eventually, free_tcp_address, has_partition_table, lab_disks,
+};
 use serde_json::Value;
 
 const HOSTS: [&str; 4] = ["lab-0", "lab-1", "lab-2", "lab-3"];
@@ -60,26 +62,12 @@ fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
     bytes
 }
 
-fn has_partition_table(disk: &Path) -> bool {
-    read_at(disk, 512, 8) == b"EFI PART"
-}
-
-fn lab_disks(state: &Path, host: &str) -> Vec<PathBuf> {
-    let dir = state.join("lab").join(host);
-    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    entries
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "img"))
-        .collect()
-}
-
 /// The virtual disks of lab machine `host` that hold the OS image: a partition table and the
 /// image's root filesystem.
 fn disks_holding_image(state: &Path, host: &str) -> Vec<PathBuf> {
     let image = state.join("lab").join("images").join("lab-os.raw");
     let root = read_at(&image, ROOT_FILESYSTEM_OFFSET, 4096);
-    lab_disks(state, host)
+    lab_disks(&state.join("lab"), host)
         .into_iter()
         .filter(|disk| has_partition_table(disk))
         .filter(|disk| read_at(disk, ROOT_FILESYSTEM_OFFSET, 4096) == root)
@@ -255,7 +243,7 @@ fn scale_up_provision_scale_down_and_resume() {
         },
     );
     assert!(kubectl.items("metal3machines").is_empty());
-    let still_partitioned: Vec<PathBuf> = lab_disks(state.path(), host_name)
+    let still_partitioned: Vec<PathBuf> = lab_disks(&state.path().join("lab"), host_name)
         .into_iter()
         .filter(|disk| has_partition_table(disk))
         .collect();
