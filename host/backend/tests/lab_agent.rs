@@ -27,6 +27,10 @@ use tokio::sync::watch;
 /// quick, yet many times the one-second progress reports of a live agent.
 const SILENCE_LIMIT: Duration = Duration::from_secs(5);
 
+/// How soon the crash must show: the limit, plus the steps plugin's five-second polls and the
+/// operator's requeues, with room for a loaded machine.
+const NOTICED_WITHIN: Duration = Duration::from_secs(45);
+
 /// Bytes the held image server sends before it holds the rest back.
 const SENT_BEFORE_HOLDING: usize = 4 << 20;
 
@@ -43,7 +47,14 @@ async fn an_agent_crashing_mid_write_fails_provisioning_by_name_and_a_retry_prov
     site.set_image("crashy", held.image(&site)).await;
     held.wait_until_writing().await;
     machine.set_faults(crashing_agent());
+    let crashed = std::time::Instant::now();
     let failed = wait_for_error(&site, "crashy", ErrorType::Provisioning).await;
+
+    assert!(
+        crashed.elapsed() < NOTICED_WITHIN,
+        "the crash was noticed only after {:?}",
+        crashed.elapsed()
+    );
 
     assert_error_says(
         &failed.error_message,
