@@ -205,10 +205,10 @@ impl Agent {
             step: "started".into(),
             ..Progress::default()
         }));
-        let reporter = self.progress_reporter(envelope.id.clone(), latest.clone());
+        let reporter = Reporter(self.progress_reporter(envelope.id.clone(), latest.clone()));
 
         let outcome = self.run_command(&envelope.command, latest).await;
-        reporter.abort();
+        drop(reporter);
 
         match outcome {
             Ok(result) => Report::Succeeded {
@@ -221,6 +221,7 @@ impl Agent {
         }
     }
 
+    /// Spawns the task reporting progress; see [`Reporter`] for how it ends.
     fn progress_reporter(
         &self,
         id: String,
@@ -367,6 +368,17 @@ async fn check(response: reqwest::Response) -> Result<reqwest::Response, Exchang
 
 fn is_refusal(status: StatusCode) -> bool {
     status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN
+}
+
+/// The progress reports of one command. They stop when it is dropped: when the command ends, and
+/// also when the agent itself is stopped mid-command, so a stopped agent never looks alive to
+/// the operator.
+struct Reporter(tokio::task::JoinHandle<()>);
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The error and its causes on one line, for reports read by people.

@@ -63,6 +63,7 @@ async fn setup_with(machines: u32, network_boot: bool) -> Setup {
         server_names: vec!["127.0.0.1".into()],
         advertised_url: None,
         ca,
+        silence_limit: ingot_agent_api::DEFAULT_SILENCE_LIMIT,
     };
     let api = AgentApi::start(api_config, Snapshot::default())
         .await

@@ -10,17 +10,22 @@
 //! the network boot server for hosts whose BMC has no virtual media: their firmware boots from
 //! the network and the boot script it receives is looked up by the MAC of the booting NIC.
 //!
+//! The API notes when each host's agent was last heard from. A command whose agent stays silent
+//! for longer than the configured limit is given up as [`CommandState::Lost`] when the operator
+//! next reads it, so a crashed agent ends its command instead of leaving it running for ever.
+//!
 //! Every request names the host in its path and carries that host's token; tokens are stored
 //! hashed and compared in constant time, and the store refuses to deliver or accept commands
 //! across hosts.
 
+pub mod liveness;
 pub mod store;
 pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -34,6 +39,7 @@ use ingot_agent::protocol::{Command, Hello, PROTOCOL_VERSION, Report, Welcome};
 use serde::Deserialize;
 use tokio::sync::{Notify, watch};
 
+pub use liveness::DEFAULT_SILENCE_LIMIT;
 pub use store::{CommandState, Snapshot};
 pub use tls::CertificateAuthority;
 
@@ -76,6 +82,9 @@ pub struct AgentApiConfig {
     pub advertised_url: Option<String>,
     /// The CA issuing the server certificate.
     pub ca: CertificateAuthority,
+    /// How long an agent may go unheard before its unfinished commands are given up as lost;
+    /// usually [`DEFAULT_SILENCE_LIMIT`]. Live agents are heard at least every few seconds.
+    pub silence_limit: Duration,
 }
 
 /// Deploy media published for one host.
@@ -96,6 +105,8 @@ struct Shared {
     queued: Notify,
     /// Bumped on every change, for callers that persist or react to progress.
     changes: watch::Sender<u64>,
+    /// Silence after which an agent's unfinished commands are lost.
+    silence_limit: Duration,
 }
 
 impl Shared {
@@ -153,10 +164,11 @@ impl AgentApi {
             .unwrap_or_else(|| format!("https://{address}"));
 
         let shared = Arc::new(Shared {
-            store: Mutex::new(store::Store::from_snapshot(snapshot)),
+            store: Mutex::new(store::Store::from_snapshot(snapshot, Instant::now())),
             media: Mutex::new(HashMap::new()),
             queued: Notify::new(),
             changes: watch::channel(0).0,
+            silence_limit: config.silence_limit,
         });
         let router = router(shared.clone());
         let (stop, stopped) = watch::channel(false);
@@ -242,9 +254,27 @@ impl AgentApi {
         Ok(())
     }
 
-    /// The current state of a command.
+    /// The current state of a command; [`CommandState::Lost`] once the host's agent has been
+    /// silent for longer than the configured limit before finishing it.
     pub fn status(&self, host: &str, id: &str) -> Result<CommandState, Error> {
-        Ok(self.shared.lock().status(host, id)?.clone())
+        let limit = self.shared.silence_limit;
+        let mut store = self.shared.lock();
+        let before_final = store.status(host, id)?.is_final();
+        let state = store.follow(host, id, limit, Instant::now())?.clone();
+        drop(store);
+
+        if let CommandState::Lost { silent_seconds } = &state
+            && !before_final
+        {
+            tracing::warn!(host = %host, command = %id, silent_seconds, "the deploy agent went silent; command given up as lost");
+            self.shared.changed();
+        }
+        Ok(state)
+    }
+
+    /// How long an agent may go unheard before its unfinished commands are lost.
+    pub fn silence_limit(&self) -> Duration {
+        self.shared.silence_limit
     }
 
     /// Drops a finished command.
@@ -345,9 +375,12 @@ fn authenticate(shared: &Shared, host: &str, headers: &HeaderMap) -> Result<(), 
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if shared.lock().authenticate(host, token) {
+    let mut store = shared.lock();
+    if store.authenticate(host, token) {
+        store.liveness().heard(host, Instant::now());
         return Ok(());
     }
+    drop(store);
     tracing::warn!(host = %host, "agent request with a wrong or missing token");
     Err(Refusal(
         StatusCode::UNAUTHORIZED,
@@ -394,6 +427,7 @@ async fn next(
     }
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(query.wait.min(MAX_WAIT_SECONDS));
+    let _open = OpenPoll::new(shared.clone(), &host);
     loop {
         // Subscribe before looking, so a command queued in between still wakes us.
         let queued = shared.queued.notified();
@@ -405,6 +439,29 @@ async fn next(
             () = queued => {}
             () = tokio::time::sleep_until(deadline) => return Ok(StatusCode::NO_CONTENT.into_response()),
         }
+    }
+}
+
+/// A long-poll held open: its agent counts as alive until it ends, even when the handler is
+/// dropped because the connection closed.
+struct OpenPoll {
+    shared: Arc<Shared>,
+    host: String,
+}
+
+impl OpenPoll {
+    fn new(shared: Arc<Shared>, host: &str) -> Self {
+        shared.lock().liveness().poll_opened(host, Instant::now());
+        Self {
+            shared,
+            host: host.to_owned(),
+        }
+    }
+}
+
+impl Drop for OpenPoll {
+    fn drop(&mut self) {
+        self.shared.lock().liveness().poll_closed(&self.host);
     }
 }
 

@@ -6,6 +6,7 @@
 //! operator stores, so queues survive an operator restart.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
 
 use ingot_agent::protocol::{
     Command, CommandEnvelope, CommandId, CommandResult, Hello, Progress, Report,
@@ -13,6 +14,8 @@ use ingot_agent::protocol::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::liveness::Liveness;
 
 /// Error of this module.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -64,12 +67,20 @@ pub enum CommandState {
         /// The agent's message.
         error: String,
     },
+    /// Given up: the agent went silent before finishing it.
+    Lost {
+        /// How long nothing had been heard from the agent when it was given up.
+        silent_seconds: u64,
+    },
 }
 
 impl CommandState {
-    /// True once the command succeeded or failed.
+    /// True once the command succeeded, failed or was lost.
     pub fn is_final(&self) -> bool {
-        matches!(self, Self::Succeeded { .. } | Self::Failed { .. })
+        matches!(
+            self,
+            Self::Succeeded { .. } | Self::Failed { .. } | Self::Lost { .. }
+        )
     }
 }
 
@@ -104,11 +115,13 @@ pub struct Snapshot {
     pub hosts: BTreeMap<String, HostRecord>,
 }
 
-/// The live state: the snapshot plus which hosts said hello since this process started.
+/// The live state: the snapshot plus which hosts said hello since this process started and
+/// when their agents were last heard from.
 #[derive(Debug, Default)]
 pub struct Store {
     snapshot: Snapshot,
     greeted: HashSet<String>,
+    liveness: Liveness,
 }
 
 /// Hex SHA-256 of a token.
@@ -117,11 +130,12 @@ pub fn token_hash(token: &str) -> String {
 }
 
 impl Store {
-    /// Restores a store from a snapshot.
-    pub fn from_snapshot(snapshot: Snapshot) -> Self {
+    /// Restores a store from a snapshot at `now`; every agent counts as heard at `now`.
+    pub fn from_snapshot(snapshot: Snapshot, now: Instant) -> Self {
         Self {
             snapshot,
             greeted: HashSet::new(),
+            liveness: Liveness::new(now),
         }
     }
 
@@ -146,12 +160,19 @@ impl Store {
         record.token_sha256 = token_sha256;
         record.macs = macs;
         self.greeted.remove(host);
+        self.liveness.restart(host, Instant::now());
     }
 
     /// Forgets a host and its commands.
     pub fn remove_host(&mut self, host: &str) {
         self.snapshot.hosts.remove(host);
         self.greeted.remove(host);
+        self.liveness.forget(host);
+    }
+
+    /// The signs of life of the hosts' agents, for the API to record requests in.
+    pub fn liveness(&mut self) -> &mut Liveness {
+        &mut self.liveness
     }
 
     /// Whether `token` is the token of `host`, compared in constant time. Unknown hosts are
@@ -220,6 +241,26 @@ impl Store {
             })
     }
 
+    /// The state of one command at `now`. An unfinished command whose agent has been silent
+    /// for longer than `silence_limit` is given up as lost first, so it ends instead of
+    /// waiting for an agent that is gone.
+    pub fn follow(
+        &mut self,
+        host: &str,
+        id: &str,
+        silence_limit: Duration,
+        now: Instant,
+    ) -> Result<&CommandState, Error> {
+        let silence = self.liveness.silence(host, now);
+        let command = self.command_mut(host, id)?;
+        if !command.state.is_final() && silence > silence_limit {
+            command.state = CommandState::Lost {
+                silent_seconds: silence.as_secs(),
+            };
+        }
+        Ok(&command.state)
+    }
+
     /// Drops a command (normally once its result has been consumed).
     pub fn remove_command(&mut self, host: &str, id: &str) -> Result<(), Error> {
         self.host_mut(host)?.commands.retain(|c| c.id != id);
@@ -245,15 +286,7 @@ impl Store {
     /// Applies a report from the host's agent. Reports after the final one are ignored, so a
     /// repeated final report is harmless.
     pub fn report(&mut self, host: &str, id: &str, report: Report) -> Result<(), Error> {
-        let record = self.host_mut(host)?;
-        let command = record
-            .commands
-            .iter_mut()
-            .find(|c| c.id == id)
-            .ok_or_else(|| Error::UnknownCommand {
-                host: host.to_owned(),
-                id: id.to_owned(),
-            })?;
+        let command = self.command_mut(host, id)?;
         if command.state.is_final() {
             return Ok(());
         }
@@ -263,6 +296,17 @@ impl Store {
             Report::Failed { error } => CommandState::Failed { error },
         };
         Ok(())
+    }
+
+    fn command_mut(&mut self, host: &str, id: &str) -> Result<&mut CommandRecord, Error> {
+        self.host_mut(host)?
+            .commands
+            .iter_mut()
+            .find(|c| c.id == id)
+            .ok_or_else(|| Error::UnknownCommand {
+                host: host.to_owned(),
+                id: id.to_owned(),
+            })
     }
 
     fn host(&self, host: &str) -> Result<&HostRecord, Error> {
@@ -389,6 +433,142 @@ mod tests {
         assert_eq!(store.snapshot().hosts["a"].commands.len(), 1);
     }
 
+    const LIMIT: Duration = Duration::from_secs(60);
+    const SECOND: Duration = Duration::from_secs(1);
+
+    /// Host "b" with a command delivered to its agent at `start`.
+    fn store_running_at(start: Instant) -> Store {
+        let mut store = Store::from_snapshot(Snapshot::default(), start);
+        store.register_host("b", &[], "token-b");
+        store.liveness().heard("b", start);
+        store
+            .enqueue("b", "write", Command::Sync)
+            .unwrap_or_default();
+        store.next("b").unwrap_or_default();
+        store
+    }
+
+    fn progress(done_bytes: u64) -> Report {
+        Report::Running {
+            progress: Progress {
+                done_bytes,
+                ..Progress::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_command_whose_agent_went_silent_past_the_limit_is_lost_for_good() {
+        let start = Instant::now();
+        let mut store = store_running_at(start);
+
+        let at_limit = store.follow("b", "write", LIMIT, start + LIMIT).cloned();
+        let past_limit = store
+            .follow("b", "write", LIMIT, start + LIMIT + SECOND)
+            .cloned();
+        store
+            .report(
+                "b",
+                "write",
+                Report::Succeeded {
+                    result: Box::new(CommandResult::Synced),
+                },
+            )
+            .unwrap_or_default();
+
+        assert_eq!(at_limit, Ok(CommandState::Delivered));
+        assert_eq!(past_limit, Ok(CommandState::Lost { silent_seconds: 61 }));
+        assert_eq!(
+            store.status("b", "write"),
+            Ok(&CommandState::Lost { silent_seconds: 61 }),
+            "a report from an agent given up on changes nothing"
+        );
+        assert_eq!(store.next("b"), Ok(None));
+    }
+
+    #[test]
+    fn an_agent_that_keeps_reporting_is_never_lost_however_long_the_command_runs() {
+        let start = Instant::now();
+        let mut store = store_running_at(start);
+
+        for minute in 1..=120 {
+            let now = start + minute * LIMIT;
+            store.liveness().heard("b", now - SECOND);
+            store
+                .report("b", "write", progress(u64::from(minute)))
+                .unwrap_or_default();
+            let state = store.follow("b", "write", LIMIT, now).cloned();
+            assert!(
+                matches!(state, Ok(CommandState::Running { .. })),
+                "minute {minute}: {state:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn finished_commands_stay_as_they_ended_whatever_the_silence() {
+        let start = Instant::now();
+        let mut store = store_running_at(start);
+        store
+            .report(
+                "b",
+                "write",
+                Report::Failed {
+                    error: "disk full".into(),
+                },
+            )
+            .unwrap_or_default();
+
+        let state = store.follow("b", "write", LIMIT, start + 100 * LIMIT);
+
+        assert_eq!(
+            state,
+            Ok(&CommandState::Failed {
+                error: "disk full".into()
+            })
+        );
+    }
+
+    #[test]
+    fn after_a_restart_every_agent_gets_a_full_limit_to_come_back() {
+        let start = Instant::now();
+        let store = store_running_at(start);
+        let snapshot = store.snapshot().clone();
+        let restart = start + 10 * LIMIT;
+
+        let mut restored = Store::from_snapshot(snapshot, restart);
+
+        assert_eq!(
+            restored
+                .follow("b", "write", LIMIT, restart + LIMIT)
+                .cloned(),
+            Ok(CommandState::Delivered)
+        );
+        assert!(matches!(
+            restored.follow("b", "write", LIMIT, restart + LIMIT + SECOND),
+            Ok(CommandState::Lost { .. })
+        ));
+    }
+
+    #[test]
+    fn a_lost_command_survives_the_snapshot() {
+        let start = Instant::now();
+        let mut store = store_running_at(start);
+        let lost = store.follow("b", "write", LIMIT, start + 2 * LIMIT).is_ok();
+        assert!(lost);
+        let json = serde_json::to_string(store.snapshot()).unwrap_or_default();
+
+        let snapshot: Snapshot = serde_json::from_str(&json).unwrap_or_default();
+        let restored = Store::from_snapshot(snapshot, Instant::now());
+
+        assert_eq!(
+            restored.status("b", "write"),
+            Ok(&CommandState::Lost {
+                silent_seconds: 120
+            })
+        );
+    }
+
     #[test]
     fn a_restored_snapshot_redelivers_unfinished_commands_and_needs_a_new_hello() {
         let mut store = store();
@@ -400,7 +580,7 @@ mod tests {
         let json = serde_json::to_string(store.snapshot()).unwrap_or_default();
 
         let snapshot: Snapshot = serde_json::from_str(&json).unwrap_or_default();
-        let mut restored = Store::from_snapshot(snapshot);
+        let mut restored = Store::from_snapshot(snapshot, Instant::now());
 
         assert!(!restored.greeted("b"));
         assert!(restored.authenticate("b", "token-b"));

@@ -47,6 +47,7 @@ async fn start(ca: &CertificateAuthority, listen: SocketAddr, snapshot: Snapshot
         server_names: vec!["127.0.0.1".into()],
         advertised_url: None,
         ca: ca.clone(),
+        silence_limit: ingot_agent_api::DEFAULT_SILENCE_LIMIT,
     };
     // The previous server's socket may take a moment to close after a restart.
     for _ in 0..50 {

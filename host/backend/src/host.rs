@@ -173,7 +173,8 @@ impl HostProvisioner {
                 })
             }
             Err(failure) if failure.is_driver_answer() => Ok(Progress::failed(format!(
-                "power change {action:?} failed: {failure}"
+                "{} failed: {failure}",
+                power_change(action)
             ))),
             Err(failure) => Err(call_failed("power", failure)),
         }
@@ -496,6 +497,17 @@ fn step_image(image: &Image) -> steps::Image {
             .disk_format
             .and_then(|format| serde_json::to_value(format).ok())
             .and_then(|value| value.as_str().map(str::to_owned)),
+    }
+}
+
+/// A power action as the host's status names it.
+fn power_change(action: PowerAction) -> &'static str {
+    match action {
+        PowerAction::On => "powering on",
+        PowerAction::OffSoft => "a soft power-off",
+        PowerAction::OffHard => "a hard power-off",
+        PowerAction::RebootSoft => "a soft reboot",
+        PowerAction::RebootHard => "a hard reboot",
     }
 }
 

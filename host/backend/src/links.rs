@@ -7,6 +7,7 @@
 //! finds the command it started before instead of starting it twice.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -198,6 +199,8 @@ pub struct AgentLink {
     pub records: Arc<Records>,
     /// The host's UID: its name in the agent API and in the records.
     pub host: String,
+    /// The host as people know it, `namespace/name`, for messages.
+    pub host_name: String,
     /// Prefix of command ids: the run id and the step name.
     pub id_prefix: String,
     /// What the host adds to image writes.
@@ -303,7 +306,17 @@ fn checksum(value: &str, algorithm: Option<&str>) -> Result<Checksum, AgentError
     })
 }
 
-fn command_status(state: CommandState) -> CommandStatus {
+/// What a lost command tells the step that waits for it.
+fn lost_message(host_name: &str, command: &str, silent_seconds: u64, limit: Duration) -> String {
+    format!(
+        "the agent on {host_name} stopped responding during {command}: nothing heard from it for \
+         {silent_seconds} s, more than the {} s allowed (--agent-silence-timeout-seconds); it \
+         crashed, hung or lost its network",
+        limit.as_secs()
+    )
+}
+
+fn command_status(state: CommandState, lost: impl FnOnce(u64) -> String) -> CommandStatus {
     match state {
         CommandState::Pending => CommandStatus::Running("queued for the agent".into()),
         CommandState::Delivered => CommandStatus::Running("delivered to the agent".into()),
@@ -312,6 +325,7 @@ fn command_status(state: CommandState) -> CommandStatus {
             CommandStatus::Succeeded(serde_json::to_string(&result).unwrap_or_default())
         }
         CommandState::Failed { error } => CommandStatus::Failed(error),
+        CommandState::Lost { silent_seconds } => CommandStatus::Failed(lost(silent_seconds)),
     }
 }
 
@@ -345,11 +359,11 @@ impl DeployAgent for AgentLink {
 
     fn status(&self, command_id: String) -> BoxFuture<'_, Result<CommandStatus, AgentError>> {
         async move {
-            if !command_id.starts_with(&format!("{}.", self.id_prefix)) {
+            let Some(command) = command_id.strip_prefix(&format!("{}.", self.id_prefix)) else {
                 return Err(AgentError::Unknown(format!(
                     "command {command_id} does not belong to this step"
                 )));
-            }
+            };
             let state = self
                 .agent
                 .status(&self.host, &command_id)
@@ -357,8 +371,51 @@ impl DeployAgent for AgentLink {
             if let CommandState::Succeeded { result } = &state {
                 self.remember_inventory(result);
             }
-            Ok(command_status(state))
+            let limit = self.agent.silence_limit();
+            Ok(command_status(state, |silent_seconds| {
+                lost_message(&self.host_name, command, silent_seconds, limit)
+            }))
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_command_fails_naming_the_host_the_command_and_the_limit() {
+        let status = command_status(CommandState::Lost { silent_seconds: 61 }, |silent| {
+            lost_message(
+                "metal3/node-7",
+                "write-image",
+                silent,
+                Duration::from_secs(60),
+            )
+        });
+
+        assert_eq!(
+            status,
+            CommandStatus::Failed(
+                "the agent on metal3/node-7 stopped responding during write-image: nothing \
+                 heard from it for 61 s, more than the 60 s allowed \
+                 (--agent-silence-timeout-seconds); it crashed, hung or lost its network"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn unfinished_commands_read_as_running_with_a_progress_note() {
+        let progress = ingot_agent::protocol::Progress {
+            step: "writing".into(),
+            done_bytes: 50,
+            total_bytes: Some(200),
+        };
+
+        let status = command_status(CommandState::Running { progress }, |_| String::new());
+
+        assert_eq!(status, CommandStatus::Running("writing: 25%".into()));
     }
 }

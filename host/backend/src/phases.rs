@@ -172,6 +172,7 @@ impl HostProvisioner {
             agent: self.shared.agent.clone(),
             records: self.shared.records.clone(),
             host: self.host.uid.clone(),
+            host_name: format!("{}/{}", self.host.namespace, self.host.name),
             id_prefix: format!("{}.{}", run.id, step.name),
             extras: Arc::new(request.extras.clone()),
         };

@@ -197,6 +197,7 @@ pub async fn run(
             server_names: vec![options.agent_listen.ip().to_string()],
             advertised_url: None,
             ca: authority,
+            silence_limit: ingot_agent_api::DEFAULT_SILENCE_LIMIT,
         },
         state_dir: Some(layout.operator.clone()),
         max_busy_hosts: ingot_backend::DEFAULT_MAX_BUSY_HOSTS,

@@ -56,6 +56,16 @@ pub struct Args {
     /// reachable from the provisioning network. Defaults to the listen address.
     #[arg(long)]
     agent_api_url: Option<String>,
+    /// Seconds a deploy agent may go unheard before the command it runs is given up as lost
+    /// and the step fails, e.g. after the agent crashed. A live agent reports every second
+    /// while it works and keeps a poll open while idle, so this only needs to cover network
+    /// hiccups.
+    #[arg(
+        long,
+        default_value_t = ingot_agent_api::DEFAULT_SILENCE_LIMIT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(5..=86_400)
+    )]
+    agent_silence_timeout_seconds: u64,
     /// Hosts inspecting, provisioning or cleaning at the same time; the rest wait as `delayed`.
     #[arg(long, default_value_t = ingot_backend::DEFAULT_MAX_BUSY_HOSTS)]
     max_busy_hosts: usize,
@@ -170,6 +180,7 @@ fn backend_config(
             server_names: vec![server_name],
             advertised_url: advertised,
             ca: authority,
+            silence_limit: Duration::from_secs(args.agent_silence_timeout_seconds),
         },
         state_dir: Some(args.state_dir.clone()),
         max_busy_hosts: args.max_busy_hosts,

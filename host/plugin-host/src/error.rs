@@ -1,6 +1,7 @@
 //! Errors of loading and calling plugins.
 
-use crate::bindings::{driver::DriverError, selection::SelectionError, steps::StepError};
+use crate::bindings::driver::{BmcFault, DriverError};
+use crate::bindings::{selection::SelectionError, steps::StepError};
 use crate::limits::FailurePolicy;
 
 /// Why a call did not produce the plugin's answer.
@@ -50,7 +51,7 @@ pub enum CallError {
     },
 
     /// The plugin answered with an error of its world.
-    #[error("plugin {plugin} reported an error: {error}")]
+    #[error("plugin {plugin}: {error}")]
     Domain {
         /// Plugin name.
         plugin: String,
@@ -136,12 +137,142 @@ pub enum DomainError {
     Steps(StepError),
 }
 
+/// The plugin's own text, without the error's type: the variant only adds what the text may
+/// not say already, so people read each fact once.
 impl std::fmt::Display for DomainError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Driver(error) => write!(f, "{error:?}"),
-            Self::Selection(error) => write!(f, "{error:?}"),
-            Self::Steps(error) => write!(f, "{error:?}"),
+            Self::Driver(error) => f.write_str(&driver_message(error)),
+            Self::Selection(SelectionError::InvalidClaim(detail)) => {
+                write!(f, "invalid claim: {detail}")
+            }
+            Self::Selection(SelectionError::Other(detail)) => f.write_str(detail),
+            Self::Steps(
+                StepError::InvalidInput(detail)
+                | StepError::Transient(detail)
+                | StepError::Other(detail),
+            ) => f.write_str(detail),
+        }
+    }
+}
+
+fn driver_message(error: &DriverError) -> String {
+    match error {
+        DriverError::Unreachable(detail) => format!("cannot reach the BMC: {detail}"),
+        DriverError::Bmc(fault) => bmc_fault_message(fault),
+        DriverError::NotSupported(detail)
+        | DriverError::InvalidRequest(detail)
+        | DriverError::AuthenticationFailed(detail)
+        | DriverError::Other(detail) => detail.clone(),
+    }
+}
+
+/// The BMC's answer: the driver's detail, then the HTTP status and message id unless the
+/// detail already names them.
+fn bmc_fault_message(fault: &BmcFault) -> String {
+    let mut facts = Vec::new();
+    if let Some(status) = fault.http_status
+        && !fault.detail.contains(&status.to_string())
+    {
+        facts.push(format!("HTTP {status}"));
+    }
+    if let Some(id) = &fault.message_id
+        && !fault.detail.contains(id.as_str())
+    {
+        facts.push(format!("message {id}"));
+    }
+
+    match (fault.detail.is_empty(), facts.is_empty()) {
+        (true, true) => "the BMC answered with an error".to_owned(),
+        (true, false) => format!("the BMC answered with an error ({})", facts.join(", ")),
+        (false, true) => fault.detail.clone(),
+        (false, false) => format!("{} ({})", fault.detail, facts.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(http_status: Option<u16>, message_id: Option<&str>, detail: &str) -> DomainError {
+        DomainError::Driver(DriverError::Bmc(BmcFault {
+            http_status,
+            message_id: message_id.map(str::to_owned),
+            detail: detail.to_owned(),
+            retryable: true,
+        }))
+    }
+
+    #[test]
+    fn a_bmc_answer_reads_as_the_drivers_detail_with_no_type_names() {
+        let error = CallError::Domain {
+            plugin: "redfish".into(),
+            error: fault(
+                Some(503),
+                Some("Base.1.0.GeneralError"),
+                "GET /redfish/v1/Systems/1 answered HTTP 503: BMC unreachable",
+            ),
+        };
+
+        assert_eq!(
+            error.to_string(),
+            "plugin redfish: GET /redfish/v1/Systems/1 answered HTTP 503: BMC unreachable \
+             (message Base.1.0.GeneralError)"
+        );
+    }
+
+    #[test]
+    fn status_and_message_id_are_added_only_when_the_detail_lacks_them() {
+        let cases = [
+            (
+                fault(Some(500), None, "reset failed"),
+                "reset failed (HTTP 500)",
+            ),
+            (
+                fault(
+                    Some(400),
+                    Some("IDRAC.2.8.SYS518"),
+                    "busy: IDRAC.2.8.SYS518",
+                ),
+                "busy: IDRAC.2.8.SYS518 (HTTP 400)",
+            ),
+            (
+                fault(None, Some("Base.1.0.Busy"), ""),
+                "the BMC answered with an error (message Base.1.0.Busy)",
+            ),
+            (fault(None, None, ""), "the BMC answered with an error"),
+        ];
+
+        for (error, expected) in cases {
+            assert_eq!(error.to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn plain_errors_show_their_text_and_only_meaningful_prefixes() {
+        let cases = [
+            (
+                DomainError::Driver(DriverError::Unreachable("connection refused".into())),
+                "cannot reach the BMC: connection refused",
+            ),
+            (
+                DomainError::Driver(DriverError::AuthenticationFailed("HTTP 401".into())),
+                "HTTP 401",
+            ),
+            (
+                DomainError::Steps(StepError::Transient("cannot power on: timeout".into())),
+                "cannot power on: timeout",
+            ),
+            (
+                DomainError::Selection(SelectionError::InvalidClaim("empty selector".into())),
+                "invalid claim: empty selector",
+            ),
+        ];
+
+        for (error, expected) in cases {
+            let text = error.to_string();
+            assert_eq!(text, expected);
+            assert!(!text.contains("Error"), "a type name leaked: {text}");
         }
     }
 }

@@ -76,7 +76,8 @@ pub fn message_ids(body: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A one-line summary of a Redfish error body or task messages.
+/// A one-line summary of a Redfish error body or task messages; a message repeated in the
+/// extended info (BMCs often copy the main message there) appears once.
 pub fn messages(body: &Value) -> String {
     let mut parts: Vec<String> = Vec::new();
     if let Some(message) = str_at(body, &["error", "message"]) {
@@ -94,7 +95,13 @@ pub fn messages(body: &Value) -> String {
             }
         }
     }
-    parts.join("; ")
+    let mut unique: Vec<String> = Vec::with_capacity(parts.len());
+    for part in parts {
+        if !unique.contains(&part) {
+            unique.push(part);
+        }
+    }
+    unique.join("; ")
 }
 
 /// A JSON scalar rendered as text (strings unquoted).
@@ -103,5 +110,24 @@ pub fn scalar_text(value: &Value) -> String {
         Value::String(text) => text.clone(),
         Value::Null => String::new(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_message_copied_into_the_extended_info_is_shown_once() {
+        let body = json!({"error": {
+            "message": "BMC unreachable",
+            "@Message.ExtendedInfo": [
+                {"MessageId": "Base.1.0.GeneralError", "Message": "BMC unreachable"},
+                {"MessageId": "Base.1.0.Busy", "Message": "try again later"},
+            ],
+        }});
+
+        assert_eq!(messages(&body), "BMC unreachable; try again later");
     }
 }

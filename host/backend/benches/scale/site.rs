@@ -165,6 +165,7 @@ impl Site {
                 server_names: vec!["127.0.0.1".into()],
                 advertised_url: None,
                 ca: self.agent_ca.clone(),
+                silence_limit: ingot_agent_api::DEFAULT_SILENCE_LIMIT,
             },
             state_dir: Some(self.dir.path().join("operator")),
             max_busy_hosts: shape.max_busy_hosts,

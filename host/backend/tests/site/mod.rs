@@ -77,22 +77,30 @@ pub async fn registry() -> Arc<Registry> {
             World::ProvisioningSteps,
         ),
     ] {
-        let spec = PluginSpec {
-            source: PluginSource::File {
-                path: wasm_path(crate_name),
-                sha256: None,
-            },
-            world: Some(world),
-            config: vec![("agent-boot-timeout-seconds".into(), "120".into())],
-            limits: Limits::default(),
-            failure_policy: FailurePolicy::Fail,
-        };
+        let spec = plugin_spec(crate_name, world, &[("agent-boot-timeout-seconds", "120")]);
         registry
             .load(name, spec)
             .await
             .unwrap_or_else(|e| panic!("loading {name}: {e}"));
     }
     Arc::new(registry)
+}
+
+/// The plugin crate `crate_name` built for `world`, with `config`, under production limits.
+pub fn plugin_spec(crate_name: &str, world: World, config: &[(&str, &str)]) -> PluginSpec {
+    PluginSpec {
+        source: PluginSource::File {
+            path: wasm_path(crate_name),
+            sha256: None,
+        },
+        world: Some(world),
+        config: config
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect(),
+        limits: Limits::default(),
+        failure_policy: FailurePolicy::Fail,
+    }
 }
 
 /// Everything but the operator, which tests start, kill and restart.
@@ -102,6 +110,8 @@ pub struct Site {
     pub registry: Arc<Registry>,
     pub agent_ca: CertificateAuthority,
     pub agent_listen: SocketAddr,
+    /// The agent API's silence limit for operators started from now on.
+    pub agent_silence_limit: Duration,
     pub dir: tempfile::TempDir,
     _server: RunningApiServer,
 }
@@ -144,9 +154,20 @@ impl Site {
             registry: registry().await,
             agent_ca,
             agent_listen,
+            agent_silence_limit: ingot_agent_api::DEFAULT_SILENCE_LIMIT,
             dir,
             _server: server,
         }
+    }
+
+    /// Loads the standard-steps plugin again with `config` in place of the site's, as editing
+    /// its `WasmPlugin` would.
+    pub async fn load_steps_plugin(&self, config: &[(&str, &str)]) {
+        let spec = plugin_spec("ingot-standard-steps", World::ProvisioningSteps, config);
+        self.registry
+            .load(STANDARD_STEPS, spec)
+            .await
+            .unwrap_or_else(|e| panic!("loading {STANDARD_STEPS}: {e}"));
     }
 
     /// Starts the plugin backend; after a killed operator, its agent API port may take a moment
@@ -172,6 +193,7 @@ impl Site {
                 server_names: vec!["127.0.0.1".into()],
                 advertised_url: None,
                 ca: self.agent_ca.clone(),
+                silence_limit: self.agent_silence_limit,
             },
             state_dir: Some(self.dir.path().join("operator")),
             max_busy_hosts: 4,

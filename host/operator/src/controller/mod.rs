@@ -224,8 +224,20 @@ fn error_policy<F: ProvisionerFactory>(
         tracing::debug!(host = %host_key(&host), "write conflict; retrying");
         return Action::requeue(CONFLICT_DELAY);
     }
-    tracing::warn!(host = %host_key(&host), error = %error, cause = ?std::error::Error::source(error), "reconcile failed");
+    tracing::warn!(host = %host_key(&host), error = %error_chain(error), "reconcile failed");
     Action::requeue(ERROR_DELAY)
+}
+
+/// An error and its causes on one line, each as people read it (never a debug form).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 /// `namespace/name`, the host field of every log line.
