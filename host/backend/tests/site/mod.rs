@@ -14,6 +14,7 @@ use ingot_apiserver::{ApiServerBuilder, RunningApiServer};
 use ingot_backend::{BackendConfig, PluginBackend};
 use ingot_lab::profile::Profile;
 use ingot_lab::{Credentials, Lab, LabConfig};
+use ingot_operator::admission::Metal3Admission;
 use ingot_operator::backoff::FixedJitter;
 use ingot_operator::controller::{self, Context};
 use ingot_operator::metrics::Metrics;
@@ -125,7 +126,7 @@ impl Site {
             .with_test_writer()
             .try_init();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let server = ApiServerBuilder::new(dir.path().join("apiserver"))
+        let server = Metal3Admission::register(ApiServerBuilder::new(dir.path().join("apiserver")))
             .start()
             .await
             .unwrap_or_else(|e| panic!("API server: {e}"));
