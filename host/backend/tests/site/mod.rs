@@ -252,6 +252,13 @@ impl Site {
         format!("{}/images/{IMAGE}.raw", self.lab.url())
     }
 
+    /// The lab image with its published checksum file: Metal3 admission refuses an image
+    /// without a checksum unless it is a live ISO.
+    pub fn checksummed_image(&self) -> serde_json::Value {
+        let url = self.image_url();
+        json!({"url": url, "checksum": format!("{url}.sha256sum"), "checksumType": "sha256"})
+    }
+
     pub async fn set_image(&self, name: &str, image: serde_json::Value) {
         self.hosts()
             .patch(
