@@ -84,3 +84,64 @@ fn reason(kind: ErrorKind) -> &'static str {
         ErrorKind::TooLong => "FieldValueTooLong",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn host_with_foreign_user_data() -> Value {
+        json!({"apiVersion": "metal3.io/v1alpha1", "kind": "BareMetalHost",
+            "metadata": {"name": "host-0", "namespace": "default"},
+            "spec": {"online": true, "userData": {"name": "data", "namespace": "other"}}})
+    }
+
+    fn admit(object: &Value, status_subresource: bool) -> AdmissionResponse {
+        Metal3Admission.admit(&AdmissionRequest {
+            operation: Operation::Update,
+            group: METAL3_GROUP,
+            version: "v1alpha1",
+            kind: "BareMetalHost",
+            namespace: "default",
+            name: "host-0",
+            old_object: Some(object),
+            object,
+            status_subresource,
+        })
+    }
+
+    #[test]
+    fn a_cross_namespace_reference_is_refused_as_forbidden() {
+        let response = admit(&host_with_foreign_user_data(), false);
+
+        assert!(response.forbidden);
+        assert_eq!(response.errors.len(), 1, "{:?}", response.errors);
+        assert_eq!(response.errors[0].field, "spec.userData.namespace");
+        assert_eq!(response.errors[0].reason, "FieldValueForbidden");
+    }
+
+    #[test]
+    fn status_writes_are_not_judged() {
+        let response = admit(&host_with_foreign_user_data(), true);
+
+        assert_eq!(response, AdmissionResponse::default());
+    }
+
+    #[test]
+    fn an_object_that_does_not_fit_its_kind_is_refused() {
+        let mut object = host_with_foreign_user_data();
+        object["spec"]["online"] = json!("yes");
+
+        let response = admit(&object, false);
+
+        assert!(!response.forbidden);
+        assert!(
+            response.errors[0]
+                .message
+                .contains("cannot decode the BareMetalHost"),
+            "{:?}",
+            response.errors
+        );
+    }
+}

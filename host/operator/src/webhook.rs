@@ -178,21 +178,23 @@ pub fn review(body: &[u8]) -> AdmissionReview<DynamicObject> {
 
 fn decide(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     let response = AdmissionResponse::from(request);
-    let judged = match (&request.operation, &request.object) {
-        (Operation::Create | Operation::Update, Some(object)) => {
-            let old = request.old_object.as_ref().map(as_value);
-            validation::judge(&as_value(object), old.as_ref())
-        }
-        _ => return response,
+    let (Operation::Create | Operation::Update, Some(object)) =
+        (&request.operation, &request.object)
+    else {
+        return response;
     };
+    let judged = as_value(object).and_then(|object| {
+        let old = request.old_object.as_ref().map(as_value).transpose()?;
+        validation::judge(&object, old.as_ref()).map_err(|undecodable| undecodable.to_string())
+    });
     match judged {
         Ok(verdict) => with_verdict(response, &verdict),
-        Err(undecodable) => response.deny(undecodable.to_string()),
+        Err(reason) => response.deny(reason),
     }
 }
 
-fn as_value(object: &DynamicObject) -> Value {
-    serde_json::to_value(object).unwrap_or_default()
+fn as_value(object: &DynamicObject) -> Result<Value, String> {
+    serde_json::to_value(object).map_err(|error| format!("cannot read the object: {error}"))
 }
 
 /// Refuses with every message joined; a forbidden field (a cross-namespace reference) makes
