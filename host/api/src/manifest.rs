@@ -27,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
 use crate::validation::{self, FieldError, FieldWarning};
-use crate::{CAPI_GROUP, CAPM3_GROUP, METAL3_GROUP, capm3, conversion, metal3, schema};
+use crate::{CAPI_GROUP, CAPM3_GROUP, METAL3_GROUP, schema};
 
 /// How strictly a finding counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,12 +210,7 @@ impl DocumentContext<'_> {
 
     fn field_errors(&mut self, errors: Vec<FieldError>) {
         for error in errors {
-            let message = if error.message.is_empty() {
-                error.kind.to_string()
-            } else {
-                format!("{}: {}", error.kind, error.message)
-            };
-            self.error(&error.path, message);
+            self.error(&error.path, error.description());
         }
     }
 
@@ -674,39 +669,15 @@ fn admission(
     context: &mut DocumentContext<'_>,
 ) -> Vec<FieldError> {
     let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
-    match (group, kind) {
-        (METAL3_GROUP, "BareMetalHost") => {
-            match serde_json::from_value::<metal3::BareMetalHost>(object.clone()) {
-                Ok(host) => {
-                    context.field_warnings(validation::host_warnings(&host));
-                    validation::validate_create(&host)
-                }
-                Err(_) => Vec::new(),
-            }
-        }
-        (CAPM3_GROUP, "Metal3Machine") => {
-            let typed = upgrade::<capm3::v1beta2::Metal3Machine>(object, api_version);
-            typed
-                .map(|machine| validation::validate_metal3_machine(&machine))
-                .unwrap_or_default()
-        }
-        (CAPM3_GROUP, "Metal3MachineTemplate") => {
-            let typed = upgrade::<capm3::v1beta2::Metal3MachineTemplate>(object, api_version);
-            typed
-                .map(|template| validation::validate_metal3_machine_template(&template))
-                .unwrap_or_default()
-        }
-        (CAPI_GROUP, "MachineSet" | "MachineDeployment") => template_cluster_name(object),
-        _ => Vec::new(),
+    if group == CAPI_GROUP && matches!(kind, "MachineSet" | "MachineDeployment") {
+        return template_cluster_name(object);
     }
-}
-
-/// Converts a served older version to the storage version before the typed rules run.
-fn upgrade<T: serde::de::DeserializeOwned>(object: &Value, api_version: &str) -> Option<T> {
-    let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
-    let storage = format!("{group}/{}", crate::crds::STORAGE_VERSION);
-    let converted = conversion::convert(object.clone(), &storage).ok()?;
-    serde_json::from_value(converted).ok()
+    // An undecodable object already has schema errors; the rules have nothing to add.
+    let Ok(verdict) = validation::judge(object, None) else {
+        return Vec::new();
+    };
+    context.field_warnings(verdict.warnings);
+    verdict.errors
 }
 
 fn template_cluster_name(object: &Value) -> Vec<FieldError> {

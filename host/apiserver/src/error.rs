@@ -226,21 +226,31 @@ impl ApiError {
         } else {
             format!("{kind}.{group}")
         };
-        let rendered: Vec<String> = causes.iter().map(FieldCause::display).collect();
-        let summary = match rendered.as_slice() {
-            [one] => one.clone(),
-            many => format!("[{}]", many.join(", ")),
-        };
-        let causes: Vec<Value> = causes
-            .iter()
-            .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
-            .collect();
         Self::new(
             422,
             "Invalid",
-            format!("{qualified} \"{name}\" is invalid: {summary}"),
+            format!("{qualified} \"{name}\" is invalid: {}", summary(causes)),
         )
-        .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
+        .with_details(
+            json!({"name": name, "group": group, "kind": kind, "causes": cause_details(causes)}),
+        )
+    }
+
+    /// 403 with field causes (`widgets.demo.example.com "w1" is forbidden: ...`), for writes an
+    /// admission hook refuses as not allowed rather than malformed.
+    pub fn forbidden_fields(group: &str, plural: &str, name: &str, causes: &[FieldCause]) -> Self {
+        Self::new(
+            403,
+            "Forbidden",
+            format!(
+                "{} \"{name}\" is forbidden: {}",
+                group_resource(group, plural),
+                summary(causes)
+            ),
+        )
+        .with_details(
+            json!({"name": name, "group": group, "kind": plural, "causes": cause_details(causes)}),
+        )
     }
 
     /// 422 without field causes (e.g. a failed JSON patch `test`).
@@ -314,6 +324,22 @@ impl ApiError {
         }
         status
     }
+}
+
+/// One cause alone, or every cause in brackets, as upstream aggregates field errors.
+fn summary(causes: &[FieldCause]) -> String {
+    let rendered: Vec<String> = causes.iter().map(FieldCause::display).collect();
+    match rendered.as_slice() {
+        [one] => one.clone(),
+        many => format!("[{}]", many.join(", ")),
+    }
+}
+
+fn cause_details(causes: &[FieldCause]) -> Vec<Value> {
+    causes
+        .iter()
+        .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+        .collect()
 }
 
 /// `widgets.demo.example.com` for CRs, `configmaps` for the core group.

@@ -34,13 +34,19 @@ pub struct AdmissionRequest<'a> {
     pub old_object: Option<&'a Value>,
     /// The object about to be stored.
     pub object: &'a Value,
+    /// Whether the write came through the `status` subresource; upstream webhooks registered
+    /// for the resource alone never see these writes.
+    pub status_subresource: bool,
 }
 
 /// The verdict of an admission hook.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AdmissionResponse {
-    /// Field errors; any error rejects the write with 422.
+    /// Field errors; any error rejects the write with 422 Invalid.
     pub errors: Vec<FieldCause>,
+    /// Rejects the errors with 403 Forbidden instead, as upstream webhooks answer a reference
+    /// the user may not make (e.g. to another namespace).
+    pub forbidden: bool,
     /// Warnings sent back as `Warning: 299` headers.
     pub warnings: Vec<String>,
 }

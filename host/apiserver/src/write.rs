@@ -768,9 +768,17 @@ impl Api {
             name,
             old_object: old,
             object,
+            status_subresource: target.status,
         });
         if response.errors.is_empty() {
             Ok(response.warnings)
+        } else if response.forbidden {
+            Err(ApiError::forbidden_fields(
+                &def.group,
+                &def.plural,
+                name,
+                &response.errors,
+            ))
         } else {
             Err(ApiError::invalid(
                 &def.group,

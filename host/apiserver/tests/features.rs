@@ -92,6 +92,13 @@ impl AdmissionHook for SizeLimit {
                 "must be at most 10",
             ));
         }
+        if size < 0 {
+            response.errors.push(FieldCause::forbidden(
+                "spec.size",
+                "negative sizes are reserved for administrators",
+            ));
+            response.forbidden = true;
+        }
         if size == 5 {
             response.warnings.push("size 5 is deprecated".to_string());
         }
@@ -180,6 +187,21 @@ async fn admission_hook_rejects_and_warns() {
     assert_eq!(
         api_error(api.patch("five", &PatchParams::default(), &update).await).code,
         422
+    );
+
+    let negative = Patch::Merge(json!({"spec": {"size": -1}}));
+    let status = api_error(api.patch("five", &PatchParams::default(), &negative).await);
+    assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        status.message,
+        "widgets.demo.example.com \"five\" is forbidden: spec.size: Forbidden: negative sizes are reserved for administrators"
+    );
+    assert_eq!(
+        api.get("five")
+            .await
+            .map(|w| w.data["spec"]["size"].clone())
+            .ok(),
+        Some(json!(5))
     );
 }
 

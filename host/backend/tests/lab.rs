@@ -59,8 +59,7 @@ async fn an_operator_killed_while_writing_the_image_resumes_without_writing_it_a
     site.create_host("node-1", "lab-1").await;
     site.wait_for("node-1", ProvisioningState::Available).await;
 
-    site.set_image("node-1", json!({"url": site.image_url()}))
-        .await;
+    site.set_image("node-1", site.checksummed_image()).await;
     site.wait_for_step(&operator, "node-1", "write-image").await;
     operator.kill();
     let restarted = site.start_operator().await;
@@ -96,8 +95,7 @@ async fn an_ipmi_host_without_virtual_media_is_inspected_and_provisioned_through
     assert!(!inspected.is_empty(), "inspection found no disk");
     assert_eq!(machine.status().media, None, "IPMI has no virtual media");
 
-    site.set_image("node-ipmi", json!({"url": site.image_url()}))
-        .await;
+    site.set_image("node-ipmi", site.checksummed_image()).await;
     site.wait_for("node-ipmi", ProvisioningState::Provisioned)
         .await;
 

@@ -326,8 +326,7 @@ async fn a_paused_host_is_not_provisioned_until_unpaused() {
     let paused = fetch(&site, "node-pause").await;
     let requests = machine.bmc_requests();
     let mark = machine.history().len();
-    site.set_image("node-pause", json!({"url": site.image_url()}))
-        .await;
+    site.set_image("node-pause", site.checksummed_image()).await;
     tokio::time::sleep(SEVERAL_RECONCILES).await;
 
     let still = fetch(&site, "node-pause").await;
@@ -433,7 +432,7 @@ async fn held_off_until_released(site: &Site, machine: &Machine, annotations: se
 async fn provisioned_host(site: &Site, name: &str, machine: &str) -> BareMetalHost {
     site.create_host(name, machine).await;
     site.wait_for(name, ProvisioningState::Available).await;
-    site.set_image(name, json!({"url": site.image_url()})).await;
+    site.set_image(name, site.checksummed_image()).await;
     let host = site
         .wait_until(name, "provisioned and powered on", |host| {
             state(host) == ProvisioningState::Provisioned && powered_on(host)

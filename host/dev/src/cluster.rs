@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ingot_apiserver::{ApiServerBuilder, ConversionError, ConversionHook};
+use ingot_operator::admission::Metal3Admission;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
@@ -103,12 +104,14 @@ impl ConversionHook for IngotConversion {
     }
 }
 
-/// An API server keeping its state in `data_dir`, converting ingot's multi-version kinds.
+/// An API server keeping its state in `data_dir`, converting ingot's multi-version kinds and
+/// refusing what Metal3's admission webhooks refuse.
 pub fn api_server(data_dir: &Path) -> ApiServerBuilder {
     let conversion: Arc<dyn ConversionHook> = Arc::new(IngotConversion);
-    ApiServerBuilder::new(data_dir)
+    let builder = ApiServerBuilder::new(data_dir)
         .conversion_hook(ingot_api::CAPI_GROUP, conversion.clone())
-        .conversion_hook(ingot_api::CAPM3_GROUP, conversion)
+        .conversion_hook(ingot_api::CAPM3_GROUP, conversion);
+    Metal3Admission::register(builder)
 }
 
 /// Installs (or updates) every CRD with server-side apply.

@@ -10,6 +10,7 @@
 //! - [`backoff`]: retry delays after failures.
 //! - [`fake`]: a scripted in-memory provisioner for tests and benchmarks.
 
+pub mod admission;
 pub mod annotations;
 pub mod backoff;
 pub mod conditions;

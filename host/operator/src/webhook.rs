@@ -12,15 +12,14 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use ingot_api::validation::{self, ErrorKind, FieldError};
+use ingot_api::validation::{self, Verdict};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-
-use crate::model::BareMetalHost;
 
 /// The path the webhook configuration points at (the upstream path).
 pub const VALIDATE_PATH: &str = "/validate-metal3-io-v1alpha1-baremetalhost";
@@ -159,8 +158,8 @@ fn respond(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
 
 /// Answers one admission review given as JSON.
 pub fn review(body: &[u8]) -> AdmissionReview<DynamicObject> {
-    let request: AdmissionRequest<BareMetalHost> =
-        match serde_json::from_slice::<AdmissionReview<BareMetalHost>>(body).map(TryInto::try_into)
+    let request: AdmissionRequest<DynamicObject> =
+        match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body).map(TryInto::try_into)
         {
             Ok(Ok(request)) => request,
             Ok(Err(error)) => {
@@ -177,49 +176,52 @@ pub fn review(body: &[u8]) -> AdmissionReview<DynamicObject> {
     decide(&request).into_review()
 }
 
-fn decide(request: &AdmissionRequest<BareMetalHost>) -> AdmissionResponse {
+fn decide(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     let response = AdmissionResponse::from(request);
-    let Some(host) = request.object.as_ref() else {
+    let (Operation::Create | Operation::Update, Some(object)) =
+        (&request.operation, &request.object)
+    else {
         return response;
     };
-    let errors = match (&request.operation, request.old_object.as_ref()) {
-        (Operation::Create, _) => validation::validate_create(host),
-        (Operation::Update, Some(old)) => validation::validate_update(old, host),
-        (Operation::Update, None) => validation::validate_create(host),
-        (Operation::Delete | Operation::Connect, _) => Vec::new(),
-    };
-    let warnings: Vec<String> = validation::host_warnings(host)
-        .iter()
-        .map(|w| format!("{}: {}", w.path, w.message))
-        .collect();
-    let mut response = response;
-    if !warnings.is_empty() {
-        response.warnings = Some(warnings);
+    let judged = as_value(object).and_then(|object| {
+        let old = request.old_object.as_ref().map(as_value).transpose()?;
+        validation::judge(&object, old.as_ref()).map_err(|undecodable| undecodable.to_string())
+    });
+    match judged {
+        Ok(verdict) => with_verdict(response, &verdict),
+        Err(reason) => response.deny(reason),
     }
-    if errors.is_empty() {
-        return response;
-    }
-    deny(response, &errors)
+}
+
+fn as_value(object: &DynamicObject) -> Result<Value, String> {
+    serde_json::to_value(object).map_err(|error| format!("cannot read the object: {error}"))
 }
 
 /// Refuses with every message joined; a forbidden field (a cross-namespace reference) makes
 /// the whole answer 403, as upstream.
-fn deny(response: AdmissionResponse, errors: &[FieldError]) -> AdmissionResponse {
-    let message = errors
+fn with_verdict(mut response: AdmissionResponse, verdict: &Verdict) -> AdmissionResponse {
+    let warnings: Vec<String> = verdict.warnings.iter().map(ToString::to_string).collect();
+    if !warnings.is_empty() {
+        response.warnings = Some(warnings);
+    }
+    if verdict.admitted() {
+        return response;
+    }
+
+    let message = verdict
+        .errors
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ");
     let mut response = response.deny(message);
-    let forbidden = errors
-        .iter()
-        .any(|error| error.kind == ErrorKind::Forbidden);
-    response.result.code = if forbidden { 403 } else { 422 };
-    response.result.reason = if forbidden {
-        "Forbidden".into()
+    let (code, reason) = if verdict.forbidden() {
+        (403, "Forbidden")
     } else {
-        "Invalid".into()
+        (422, "Invalid")
     };
+    response.result.code = code;
+    response.result.reason = reason.into();
     response
 }
 

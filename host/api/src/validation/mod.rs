@@ -1,7 +1,8 @@
 //! Admission rules: pure functions that return every problem at once, each with the path of
 //! the field it concerns.
 //!
-//! The admission webhook, the embedded API server and `ingot validate` all call these:
+//! The admission webhook, the embedded API server and `ingot validate` all reach these through
+//! [`judge`], which picks the rules by kind:
 //! - [`validate_create`] and [`validate_update`] for BareMetalHost (errors refuse the object),
 //!   [`host_warnings`] for things upstream admits but that are almost certainly mistakes;
 //! - [`validate_metal3_machine`] / [`validate_metal3_machine_template`] for the provider objects;
@@ -10,12 +11,14 @@
 //! Enums, patterns and required fields are enforced by the CRD schemas (see
 //! the generated CRDs); the rules here are the cross-field and driver rules on top of them.
 
+mod admission;
 mod bmh;
 mod capm3;
 pub mod meta;
 
 use std::fmt;
 
+pub use admission::{UndecodableObject, Verdict, judge};
 pub use bmh::{host_warnings, validate_create, validate_update};
 pub use capm3::{validate_metal3_machine, validate_metal3_machine_template};
 
@@ -90,15 +93,20 @@ impl FieldError {
     pub fn forbidden(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Forbidden, path, message)
     }
+
+    /// The problem without the field path, e.g. `Invalid value: checksum is required`.
+    pub fn description(&self) -> String {
+        if self.message.is_empty() {
+            self.kind.to_string()
+        } else {
+            format!("{}: {}", self.kind, self.message)
+        }
+    }
 }
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.message.is_empty() {
-            write!(f, "{}: {}", self.path, self.kind)
-        } else {
-            write!(f, "{}: {}: {}", self.path, self.kind, self.message)
-        }
+        write!(f, "{}: {}", self.path, self.description())
     }
 }
 

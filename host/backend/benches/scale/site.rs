@@ -14,6 +14,7 @@ use ingot_apiserver::{ApiServerBuilder, RunningApiServer};
 use ingot_backend::{BackendConfig, DEFAULT_MAX_BUSY_HOSTS, PluginBackend};
 use ingot_lab::profile::Profile;
 use ingot_lab::{Credentials, Lab, LabConfig};
+use ingot_operator::admission::Metal3Admission;
 use ingot_operator::backoff::FixedJitter;
 use ingot_operator::controller::{self, Context};
 use ingot_operator::metrics::Metrics;
@@ -105,7 +106,7 @@ impl Site {
     pub async fn start(machines: usize) -> Site {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap_or_else(|e| panic!("temporary directory: {e}"));
-        let server = ApiServerBuilder::new(dir.path().join("apiserver"))
+        let server = Metal3Admission::register(ApiServerBuilder::new(dir.path().join("apiserver")))
             .start()
             .await
             .unwrap_or_else(|e| panic!("API server: {e}"));

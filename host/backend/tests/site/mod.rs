@@ -14,6 +14,7 @@ use ingot_apiserver::{ApiServerBuilder, RunningApiServer};
 use ingot_backend::{BackendConfig, PluginBackend};
 use ingot_lab::profile::Profile;
 use ingot_lab::{Credentials, Lab, LabConfig};
+use ingot_operator::admission::Metal3Admission;
 use ingot_operator::backoff::FixedJitter;
 use ingot_operator::controller::{self, Context};
 use ingot_operator::metrics::Metrics;
@@ -135,7 +136,7 @@ impl Site {
             .with_test_writer()
             .try_init();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let server = ApiServerBuilder::new(dir.path().join("apiserver"))
+        let server = Metal3Admission::register(ApiServerBuilder::new(dir.path().join("apiserver")))
             .start()
             .await
             .unwrap_or_else(|e| panic!("API server: {e}"));
@@ -271,6 +272,13 @@ impl Site {
 
     pub fn image_url(&self) -> String {
         format!("{}/images/{IMAGE}.raw", self.lab.url())
+    }
+
+    /// The lab image with its published checksum file: Metal3 admission refuses an image
+    /// without a checksum unless it is a live ISO.
+    pub fn checksummed_image(&self) -> serde_json::Value {
+        let url = self.image_url();
+        json!({"url": url, "checksum": format!("{url}.sha256sum"), "checksumType": "sha256"})
     }
 
     pub async fn set_image(&self, name: &str, image: serde_json::Value) {
