@@ -113,7 +113,7 @@ async fn a_bmc_failing_during_provisioning_shows_as_an_error_and_the_host_recove
     site.create_host("flaky", "lab-0").await;
     site.wait_for("flaky", ProvisioningState::Available).await;
 
-    site.set_image("flaky", verified_image(&site)).await;
+    site.set_image("flaky", site.checksummed_image()).await;
     site.wait_for("flaky", ProvisioningState::Provisioning)
         .await;
     machine.set_faults(unreachable_bmc());
@@ -184,7 +184,7 @@ async fn a_wrong_checksum_fails_up_to_the_retry_limit_and_a_fixed_checksum_recov
         "provisioning went on past the retry limit"
     );
 
-    site.set_image("mistyped", verified_image(&site)).await;
+    site.set_image("mistyped", site.checksummed_image()).await;
     assert_recovers_with_the_image(&site, "mistyped", &machine).await;
 
     operator.stop().await;
@@ -203,7 +203,7 @@ async fn a_failing_disk_shows_as_a_provisioning_error_and_the_host_recovers_once
         disk_write_error: true,
         ..Faults::default()
     });
-    site.set_image("bad-disk", verified_image(&site)).await;
+    site.set_image("bad-disk", site.checksummed_image()).await;
     let failing = wait_until(
         &site,
         "bad-disk",
@@ -322,7 +322,7 @@ async fn delete_while_writing_the_image(site: &Site, operator: &Operator, machin
     let machine = site.machine(machine_id);
     site.create_host(name, machine_id).await;
     site.wait_for(name, ProvisioningState::Available).await;
-    site.set_image(name, verified_image(site)).await;
+    site.set_image(name, site.checksummed_image()).await;
     site.wait_for_step(operator, name, "write-image").await;
 
     let deletion = delete_and_follow(site, name, CLEANING_DELETION).await;
@@ -393,7 +393,7 @@ async fn delete_while_deprovisioning(site: &Site, machine_id: &str) {
 async fn provision(site: &Site, name: &str, machine_id: &str, spec: serde_json::Value) {
     site.create_host_with_spec(name, machine_id, spec).await;
     site.wait_for(name, ProvisioningState::Available).await;
-    site.set_image(name, verified_image(site)).await;
+    site.set_image(name, site.checksummed_image()).await;
     site.wait_for(name, ProvisioningState::Provisioned).await;
     assert_eq!(
         disk_head(&site.machine(machine_id)),
@@ -424,14 +424,6 @@ async fn assert_recovers_with_the_image(site: &Site, name: &str, machine: &Machi
 }
 
 /// The lab image with its published checksum file.
-fn verified_image(site: &Site) -> serde_json::Value {
-    json!({
-        "url": site.image_url(),
-        "checksum": format!("{}.sha256sum", site.image_url()),
-        "checksumType": "sha256",
-    })
-}
-
 fn unreachable_bmc() -> Faults {
     Faults {
         bmc_unreachable: true,
