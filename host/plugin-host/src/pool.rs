@@ -124,3 +124,32 @@ impl CallSlots {
         self.0.acquire().await.ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_a_slot_cannot_hold_are_refused_by_name() {
+        let mut limits = Limits::default();
+        assert_eq!(check(&limits), Ok(()));
+
+        limits.memory_bytes = MAX_MEMORY_BYTES + 1;
+        assert_eq!(
+            check(&limits).map_err(|error| error.what),
+            Err("memory bytes")
+        );
+
+        limits.memory_bytes = MAX_MEMORY_BYTES;
+        limits.table_elements += 1;
+        assert_eq!(
+            check(&limits).map_err(|error| error.what),
+            Err("table elements")
+        );
+    }
+
+    #[test]
+    fn wasmtime_accepts_the_pool_configuration() {
+        assert!(Engine::new(&engine_config(Some(pool()))).is_ok());
+    }
+}
