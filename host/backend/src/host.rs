@@ -394,13 +394,10 @@ impl Provisioner for HostProvisioner {
     }
 
     async fn has_capacity(&self) -> Result<bool, ProvisionerError> {
-        let own_run_busy = self
+        Ok(self
             .shared
-            .records
-            .get(&self.host.uid)
-            .and_then(|record| record.run)
-            .is_some_and(|run| run.outcome.is_none());
-        Ok(own_run_busy || self.shared.records.busy_hosts() < self.shared.max_busy_hosts)
+            .capacity
+            .admit(&self.host.uid, &self.shared.records))
     }
 
     async fn has_power_failure(&self) -> bool {

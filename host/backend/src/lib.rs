@@ -16,6 +16,7 @@
 //! live ISO) are phase runs whose progress is recorded per host, in a state directory when one
 //! is given, so that an operator restart resumes each host at the step it was on.
 
+mod capacity;
 mod host;
 mod links;
 mod phases;
@@ -34,6 +35,8 @@ use ingot_plugin_host::registry::Registry;
 use ingot_plugin_host::routing::{HostFacts, Routing};
 use ingot_plugin_host::runtime::{Runtime, RuntimeConfig};
 use ingot_plugin_host::source::Fetcher;
+
+use crate::capacity::Capacity;
 
 pub use host::HostProvisioner;
 pub use links::{AgentLink, DeployExtras, Driver, DriverFailure};
@@ -109,7 +112,7 @@ pub(crate) struct Shared {
     pub(crate) routing: Arc<dyn Routing>,
     pub(crate) agent: Arc<AgentApi>,
     pub(crate) records: Arc<Records>,
-    pub(crate) max_busy_hosts: usize,
+    pub(crate) capacity: Capacity,
     /// Host UID -> digest of the address and credentials last checked at the BMC.
     registered: Mutex<HashMap<String, String>>,
 }
@@ -127,6 +130,7 @@ impl Shared {
 
     pub(crate) fn forget(&self, uid: &str) {
         self.registered().remove(uid);
+        self.capacity.release(uid);
         self.agent.remove_host(uid);
     }
 
@@ -173,7 +177,7 @@ impl PluginBackend {
             routing: config.routing,
             agent,
             records: Arc::new(records),
-            max_busy_hosts: config.max_busy_hosts.max(1),
+            capacity: Capacity::new(config.max_busy_hosts),
             registered: Mutex::new(HashMap::new()),
         });
         Ok(Self { shared, ca_pem })

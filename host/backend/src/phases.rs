@@ -120,6 +120,7 @@ impl HostProvisioner {
         };
         tracing::info!(host = %self.host.name, namespace = %self.host.namespace, run = %run.id, plugin = %run.plugin, "phase started");
         self.save_run(&run, true)?;
+        self.shared.capacity.release(&self.host.uid);
         Ok(run)
     }
 

@@ -170,8 +170,39 @@ impl PhaseName {
 /// The records of every host, keyed by the host's UID.
 #[derive(Debug, Default)]
 pub struct Records {
-    hosts: Mutex<HashMap<String, HostRecord>>,
+    table: Mutex<Table>,
     dir: Option<PathBuf>,
+}
+
+/// The records with a running count of busy hosts, so that the capacity check, made on every
+/// step of every host in a busy state, does not scan the whole fleet.
+#[derive(Debug, Default)]
+struct Table {
+    hosts: HashMap<String, HostRecord>,
+    busy: usize,
+}
+
+impl Table {
+    fn new(hosts: HashMap<String, HostRecord>) -> Self {
+        let busy = hosts.values().filter(|record| record.is_busy()).count();
+        Self { hosts, busy }
+    }
+
+    /// Keeps the busy count right across one record's change from `was_busy`.
+    fn recount(&mut self, was_busy: bool, is_busy: bool) {
+        match (was_busy, is_busy) {
+            (false, true) => self.busy += 1,
+            (true, false) => self.busy = self.busy.saturating_sub(1),
+            _ => {}
+        }
+    }
+}
+
+impl HostRecord {
+    /// Whether the host has a phase under way (planned or running, not finished).
+    fn is_busy(&self) -> bool {
+        self.run.as_ref().is_some_and(|run| run.outcome.is_none())
+    }
 }
 
 impl Records {
@@ -201,14 +232,14 @@ impl Records {
         }
 
         Ok(Self {
-            hosts: Mutex::new(hosts),
+            table: Mutex::new(Table::new(hosts)),
             dir: Some(dir.to_owned()),
         })
     }
 
     /// A copy of the host's record, if there is one.
     pub fn get(&self, uid: &str) -> Option<HostRecord> {
-        self.lock().get(uid).cloned()
+        self.lock().hosts.get(uid).cloned()
     }
 
     /// Changes the host's record (creating an empty one first) and saves it.
@@ -220,15 +251,18 @@ impl Records {
         uid: &str,
         change: impl FnOnce(&mut HostRecord) -> T,
     ) -> Result<T, RecordsError> {
-        let mut hosts = self.lock();
-        let record = hosts.entry(uid.to_owned()).or_default();
+        let mut table = self.lock();
+        let record = table.hosts.entry(uid.to_owned()).or_default();
         let before = record.clone();
         let answer = change(record);
 
-        if *record != before {
-            self.save(uid, record)?;
+        if *record == before {
+            return Ok(answer);
         }
-        Ok(answer)
+        let (was_busy, is_busy) = (before.is_busy(), record.is_busy());
+        let saved = self.save(uid, record);
+        table.recount(was_busy, is_busy);
+        saved.map(|()| answer)
     }
 
     /// Forgets the host.
@@ -236,7 +270,12 @@ impl Records {
     /// # Errors
     /// [`RecordsError::Write`] when its file cannot be removed.
     pub fn remove(&self, uid: &str) -> Result<(), RecordsError> {
-        self.lock().remove(uid);
+        let mut table = self.lock();
+        if let Some(removed) = table.hosts.remove(uid) {
+            table.recount(removed.is_busy(), false);
+        }
+        drop(table);
+
         let Some(path) = self.path_of(uid) else {
             return Ok(());
         };
@@ -251,12 +290,14 @@ impl Records {
         }
     }
 
+    /// Whether the host has a phase under way.
+    pub fn is_busy(&self, uid: &str) -> bool {
+        self.lock().hosts.get(uid).is_some_and(HostRecord::is_busy)
+    }
+
     /// How many hosts have a phase under way (planned or running, not finished).
     pub fn busy_hosts(&self) -> usize {
-        self.lock()
-            .values()
-            .filter(|record| record.run.as_ref().is_some_and(|run| run.outcome.is_none()))
-            .count()
+        self.lock().busy
     }
 
     fn save(&self, uid: &str, record: &HostRecord) -> Result<(), RecordsError> {
@@ -283,8 +324,8 @@ impl Records {
         safe.then(|| dir.join(format!("{uid}.json")))
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, HostRecord>> {
-        self.hosts.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -303,10 +344,11 @@ fn read_record(path: &Path) -> Result<HostRecord, RecordsError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn running(step: usize) -> PhaseRun {
+    /// A deploy run at `step`, not finished.
+    pub(crate) fn running(step: usize) -> PhaseRun {
         PhaseRun {
             id: "deploy-1".into(),
             phase: PhaseName::Deploy,
@@ -341,6 +383,40 @@ mod tests {
         let run = reopened.get("uid-1").and_then(|record| record.run);
         assert_eq!(run, Some(running(0)));
         assert_eq!(reopened.busy_hosts(), 1);
+    }
+
+    fn finish(record: &mut HostRecord) {
+        if let Some(run) = record.run.as_mut() {
+            run.outcome = Some(RunOutcome::Done);
+        }
+    }
+
+    #[test]
+    fn the_busy_count_follows_runs_as_they_start_end_and_go() {
+        let records = Records::in_memory();
+        let change = |uid: &str, change: fn(&mut HostRecord)| {
+            records
+                .update(uid, change)
+                .unwrap_or_else(|e| panic!("{e}"));
+        };
+
+        change("uid-1", |record| record.run = Some(running(0)));
+        change("uid-2", |record| record.run = Some(running(0)));
+        change("uid-3", |record| record.power_failed = true);
+        assert_eq!(records.busy_hosts(), 2);
+
+        change("uid-1", |record| record.run = Some(running(1)));
+        change("uid-2", finish);
+        assert_eq!(records.busy_hosts(), 1);
+
+        change("uid-2", |record| record.run = Some(running(0)));
+        records.remove("uid-1").unwrap_or_else(|e| panic!("{e}"));
+        records.remove("uid-1").unwrap_or_else(|e| panic!("{e}"));
+        records.remove("uid-3").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(records.busy_hosts(), 1);
+
+        change("uid-2", finish);
+        assert_eq!(records.busy_hosts(), 0);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod hardware;
 pub mod inspect;
 pub mod kv;
 pub mod limits;
+pub mod pool;
 pub mod registry;
 pub mod routing;
 pub mod runtime;

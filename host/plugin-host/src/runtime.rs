@@ -1,7 +1,7 @@
 //! The engine, its linkers, and the life of one call.
 //!
-//! One [`Runtime`] owns one wasmtime engine with epoch interruption and a
-//! single ticker thread. Loading turns bytes into a [`LoadedPlugin`]: compile
+//! One [`Runtime`] owns one wasmtime engine with epoch interruption, a
+//! pool of instance slots ([`crate::pool`]) and a single ticker thread. Loading turns bytes into a [`LoadedPlugin`]: compile
 //! (through the disk cache), identify the world, check the imports against
 //! the world's allow-list, and pre-instantiate. Every call then gets a fresh
 //! store and instance built from that pre-instantiated component, a wall
@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, Trap, UpdateDeadline, WasmBacktrace};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline, WasmBacktrace};
 
 use crate::bindings::bmc_driver::{BmcDriver, BmcDriverPre};
 use crate::bindings::driver::DriverContext;
@@ -27,6 +27,7 @@ use crate::error::{CallError, DomainError};
 use crate::inspect::{ComponentInfo, InspectError, check_imports, inspect};
 use crate::kv::KvStore;
 use crate::limits::Limits;
+use crate::pool::{self, CallSlots, LimitTooLarge};
 use crate::state::{CallScope, CallSetup, CallState, Output, Shared};
 use crate::transport::{TransportSetupError, Transports};
 use crate::world::World;
@@ -86,6 +87,10 @@ pub enum PrepareError {
     /// The component is not an acceptable plugin.
     #[error(transparent)]
     Inspect(#[from] InspectError),
+
+    /// The plugin's limits ask for more than one call can get.
+    #[error(transparent)]
+    Limits(#[from] LimitTooLarge),
 
     /// The component's imports could not be satisfied by this host.
     #[error("the component does not type-check against the {world} world of this host")]
@@ -178,6 +183,7 @@ impl Drop for Ticker {
 /// The plugin runtime: one engine, one ticker, one linker per world.
 pub struct Runtime {
     engine: Engine,
+    slots: CallSlots,
     driver_linker: Linker<CallState>,
     selector_linker: Linker<CallState>,
     steps_linker: Linker<CallState>,
@@ -189,9 +195,7 @@ pub struct Runtime {
 impl Runtime {
     /// Creates the engine, links the host interfaces and starts the ticker.
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
-        let mut engine_config = Config::new();
-        engine_config.epoch_interruption(true);
-        let engine = Engine::new(&engine_config).map_err(RuntimeError::Engine)?;
+        let engine = pool::engine().map_err(RuntimeError::Engine)?;
 
         let shared = Arc::new(Shared {
             kv: config.kv.unwrap_or_default(),
@@ -203,6 +207,7 @@ impl Runtime {
             selector_linker: linker(&engine, World::HostSelector)?,
             steps_linker: linker(&engine, World::ProvisioningSteps)?,
             cache: CompileCache::new(config.cache_dir),
+            slots: CallSlots::new(),
             _ticker: Ticker::start(engine.clone())?,
             shared,
             engine,
@@ -223,6 +228,7 @@ impl Runtime {
         config: Vec<(String, String)>,
         limits: Limits,
     ) -> Result<LoadedPlugin, PrepareError> {
+        pool::check(&limits)?;
         let digest = sha256_hex(wasm);
         let (component, cache) = self.cache.load(&self.engine, wasm, &digest)?;
         let info = inspect(&self.engine, &component)?;
@@ -286,6 +292,7 @@ impl Runtime {
             });
         }
 
+        let _slot = self.slots.take().await;
         let budget = plugin.limits.timeout();
         let deadline = Instant::now() + budget;
         let (store, output) = self.store(plugin, scope, deadline);
@@ -302,6 +309,7 @@ impl Runtime {
     /// Instantiates the plugin in a fresh store under its limits without
     /// calling it: runs its start-up code (constructors, allocator setup).
     pub async fn instantiate(&self, plugin: &LoadedPlugin) -> Result<(), CallError> {
+        let _slot = self.slots.take().await;
         let budget = plugin.limits.timeout();
         let (mut store, output) = self.store(plugin, CallScope::default(), Instant::now() + budget);
 

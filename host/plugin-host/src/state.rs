@@ -23,6 +23,7 @@ use crate::bindings::types::{
 use crate::bmc::{BmcAccess, HttpTarget, datagram_endpoint};
 use crate::kv::{KvScope, KvStore, KvWriteError};
 use crate::limits::Limits;
+use crate::pool;
 use crate::secret::{self, SessionKeys};
 use crate::transport::{DatagramChannel, Denied, HttpCall, Transports};
 
@@ -635,15 +636,15 @@ impl ResourceLimiter for CallLimiter {
     }
 
     fn instances(&self) -> usize {
-        10
+        pool::CORE_INSTANCES_PER_CALL as usize
     }
 
     fn tables(&self) -> usize {
-        10
+        pool::TABLES_PER_CALL as usize
     }
 
     fn memories(&self) -> usize {
-        10
+        pool::MEMORIES_PER_CALL as usize
     }
 }
 

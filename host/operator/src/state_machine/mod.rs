@@ -226,6 +226,8 @@ impl<'a, P: Provisioner> HostStateMachine<'a, P> {
 
     /// A delayed host stays delayed until the provisioner has room again; a host in a busy
     /// state re-checks every time, because capacity may have been taken by others meanwhile.
+    /// A delayed host that gets room goes on with its step at once, so that leaving `delayed`
+    /// and the work it was waiting for are saved together.
     async fn check_delayed_host(&mut self) -> Option<Outcome> {
         let delayed = self.status().operational_status == OperationalStatus::Delayed;
         let busy = matches!(
@@ -241,11 +243,12 @@ impl<'a, P: Provisioner> HostStateMachine<'a, P> {
         match self.provisioner.has_capacity().await {
             Err(error) => Some(Outcome::Error(error)),
             Ok(false) => Some(self.delay()),
-            Ok(true) if delayed => {
-                self.clear_error();
-                Some(Outcome::update())
+            Ok(true) => {
+                if delayed {
+                    self.clear_error();
+                }
+                None
             }
-            Ok(true) => None,
         }
     }
 

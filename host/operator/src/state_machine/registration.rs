@@ -15,8 +15,9 @@ use crate::provisioner::{Progress, Provisioner, RegisterRequest};
 use super::HostStateMachine;
 
 impl<P: Provisioner> HostStateMachine<'_, P> {
-    /// Registers the host when it needs it. Returns `None` when the host is registered and
-    /// nothing changed, so the state handler runs next.
+    /// Registers the host when it needs it. Returns `None` when the host is registered, so the
+    /// state handler runs next; what registration recorded (credentials, provisioner id,
+    /// profile) is saved with whatever the handler changes, in one write.
     pub(super) async fn ensure_registered(&mut self) -> Option<Outcome> {
         let credentials = self.input.credentials.clone()?;
         if matches!(
@@ -38,14 +39,8 @@ impl<P: Provisioner> HostStateMachine<'_, P> {
             self.status_mut().tried_credentials = Some(credentials.clone());
         }
 
-        let outcome = self
-            .register(credentials, credentials_changed, retrying)
-            .await;
-        match outcome {
-            Some(outcome) => Some(outcome),
-            None if credentials_changed => Some(Outcome::update()),
-            None => None,
-        }
+        self.register(credentials, credentials_changed, retrying)
+            .await
     }
 
     async fn register(
@@ -73,13 +68,13 @@ impl<P: Provisioner> HostStateMachine<'_, P> {
             Err(error) => return Some(Outcome::Error(error)),
         };
 
-        let mut changed = self.store_provisioner_id(registration.provisioner_id);
+        let id_changed = self.store_provisioner_id(registration.provisioner_id);
         match registration.progress {
             Progress::Failed { message } => {
                 return Some(self.record_failure(ErrorType::Registration, message));
             }
             Progress::Working { requeue_after } => {
-                changed |= self.clear_error();
+                let changed = id_changed | self.clear_error();
                 return Some(if changed {
                     Outcome::Update { requeue_after }
                 } else {
@@ -89,12 +84,11 @@ impl<P: Provisioner> HostStateMachine<'_, P> {
             Progress::Done => {}
         }
 
-        match self.match_profile() {
-            Ok(profile_changed) => changed |= profile_changed,
-            Err(outcome) => return Some(outcome),
+        if let Err(outcome) = self.match_profile() {
+            return Some(outcome);
         }
-        changed |= self.accept_credentials(credentials);
-        changed.then(Outcome::update)
+        self.accept_credentials(credentials);
+        None
     }
 
     fn store_provisioner_id(&mut self, id: Option<String>) -> bool {
@@ -109,9 +103,8 @@ impl<P: Provisioner> HostStateMachine<'_, P> {
         true
     }
 
-    /// Chooses the (deprecated) hardware profile and reports whether it changed; an unknown
-    /// name is a registration error.
-    fn match_profile(&mut self) -> Result<bool, Outcome> {
+    /// Chooses the (deprecated) hardware profile; an unknown name is a registration error.
+    fn match_profile(&mut self) -> Result<(), Outcome> {
         let profile = self.host.hardware_profile_name();
         if !is_known_profile(&profile) {
             let message = format!("invalid hardware profile {profile:?}");
@@ -121,27 +114,24 @@ impl<P: Provisioner> HostStateMachine<'_, P> {
             return Err(self.record_failure(ErrorType::Registration, message));
         }
         if self.status().hardware_profile.as_deref() == Some(profile.as_str()) {
-            return Ok(false);
+            return Ok(());
         }
         self.status_mut().hardware_profile = Some(profile.clone());
         self.events
             .normal("ProfileSet", format!("Hardware profile set: {profile}"));
-        Ok(true)
+        Ok(())
     }
 
     /// Remembers the credentials as good after a successful registration.
-    fn accept_credentials(&mut self, credentials: CredentialsStatus) -> bool {
-        let mut changed = false;
+    fn accept_credentials(&mut self, credentials: CredentialsStatus) {
         if self.status().good_credentials.as_ref() != Some(&credentials) {
             self.status_mut().good_credentials = Some(credentials);
             self.events
                 .normal("BMCAccessValidated", "Verified access to BMC");
-            changed = true;
         }
         if self.failed_with(ErrorType::Registration) {
-            changed |= self.clear_error();
+            self.clear_error();
         }
-        changed
     }
 
     fn restart_register_timer(&mut self, now: Timestamp) {

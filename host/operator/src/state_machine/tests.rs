@@ -539,10 +539,10 @@ fn state_table() -> Vec<Case> {
         Case::new("registering: BMC check still running", HostBuilder::in_state(S::Registering), S::Registering, "continue")
             .scripted(Method::Register, Scripted::working()),
         Case::new(
-            "registering: changed credentials are tried and accepted",
+            "registering: changed credentials are tried, accepted and the host moves on in the same step",
             HostBuilder::in_state(S::Registering).tried_version("0"),
-            S::Registering,
-            "update",
+            S::Inspecting,
+            "complete",
         )
         .check(|host, step| {
             assert_eq!(status(host).tried_credentials, Some(credentials()));
@@ -1065,10 +1065,13 @@ async fn delayed_host_resumes_when_capacity_returns() {
 
     assert_eq!(first.outcome.label(), "delayed");
     assert_eq!(second.outcome.label(), "continue");
-    assert_eq!(third.outcome.label(), "update");
+    assert_eq!(third.outcome.label(), "complete");
     assert_eq!(status(&host).operational_status, OperationalStatus::Ok);
-    harness.step(&mut host).await;
-    assert_eq!(host.state(), S::Provisioning);
+    assert_eq!(
+        host.state(),
+        S::Provisioning,
+        "the freed host goes on in the same step"
+    );
 }
 
 #[tokio::test]
