@@ -24,6 +24,7 @@ pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,9 @@ pub use tls::CertificateAuthority;
 const MAX_WAIT_SECONDS: u64 = 60;
 /// Poll interval suggested to agents that cannot long-poll.
 const POLL_INTERVAL_SECONDS: u64 = 5;
+
+/// How long a final report waits to be saved before the agent is told to send it again.
+const SAVE_WAIT: Duration = Duration::from_secs(10);
 
 /// Error of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +109,11 @@ struct Shared {
     queued: Notify,
     /// Bumped on every change, for callers that persist or react to progress.
     changes: watch::Sender<u64>,
+    /// The latest change generation the caller that persists the state has saved.
+    saved: watch::Sender<u64>,
+    /// Whether final reports are acknowledged only once saved (see
+    /// [`AgentApi::acknowledge_reports_once_saved`]).
+    acknowledge_once_saved: AtomicBool,
     /// Silence after which an agent's unfinished commands are lost.
     silence_limit: Duration,
 }
@@ -122,8 +131,25 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn changed(&self) {
+    /// Records a change and returns its generation.
+    fn changed(&self) -> u64 {
         self.changes.send_modify(|generation| *generation += 1);
+        *self.changes.borrow()
+    }
+
+    /// Waits until the change of `generation` is saved, when the state is saved at all.
+    async fn saved(&self, generation: u64) -> Result<(), Refusal> {
+        if !self.acknowledge_once_saved.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut saved = self.saved.subscribe();
+        match tokio::time::timeout(SAVE_WAIT, saved.wait_for(|done| *done >= generation)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the operator could not save the report yet; send it again".into(),
+            )),
+        }
     }
 }
 
@@ -168,6 +194,8 @@ impl AgentApi {
             media: Mutex::new(HashMap::new()),
             queued: Notify::new(),
             changes: watch::channel(0).0,
+            saved: watch::channel(0).0,
+            acknowledge_once_saved: AtomicBool::new(false),
             silence_limit: config.silence_limit,
         });
         let router = router(shared.clone());
@@ -289,9 +317,31 @@ impl AgentApi {
         self.shared.lock().snapshot().clone()
     }
 
-    /// A receiver that changes whenever a host, command or report changes.
+    /// A receiver that changes whenever a host, command or report changes; its value is the
+    /// change's generation.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.shared.changes.subscribe()
+    }
+
+    /// From now on, an agent's final report (a command succeeded or failed) is acknowledged only
+    /// once the caller has saved a snapshot holding it, as told through [`AgentApi::saved`]. An
+    /// agent moves on once its report is acknowledged, so a report acknowledged but not yet saved
+    /// would be lost for good if the operator were killed in between.
+    pub fn acknowledge_reports_once_saved(&self) {
+        self.shared
+            .acknowledge_once_saved
+            .store(true, Ordering::SeqCst);
+    }
+
+    /// Tells the API that a snapshot taken at change `generation` (or later) is saved.
+    pub fn saved(&self, generation: u64) {
+        self.shared.saved.send_if_modified(|saved| {
+            let newer = generation > *saved;
+            if newer {
+                *saved = generation;
+            }
+            newer
+        });
     }
 }
 
@@ -472,8 +522,12 @@ async fn report(
     Json(report): Json<Report>,
 ) -> Result<StatusCode, Refusal> {
     authenticate(&shared, &host, &headers)?;
+    let finished = !matches!(report, Report::Running { .. });
     shared.lock().report(&host, &id, report)?;
-    shared.changed();
+    let generation = shared.changed();
+    if finished {
+        shared.saved(generation).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -359,3 +359,42 @@ async fn network_boot_serves_the_current_media_by_mac_only_to_the_hosts_nics() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_report_is_acknowledged_only_once_the_state_holding_it_is_saved() {
+    let ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
+    let api = start(
+        &ca,
+        "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        Snapshot::default(),
+    )
+    .await;
+    api.acknowledge_reports_once_saved();
+    let token = api
+        .register_host("a", &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    api.enqueue("a", "erase", Command::Inventory)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let failed = Report::Failed {
+        error: "disk gone".into(),
+    };
+    let report = https_client(&ca)
+        .post(format!("{}/v1/hosts/a/commands/erase/report", api.url()))
+        .bearer_auth(&token)
+        .json(&failed)
+        .send();
+    let report = tokio::spawn(report);
+
+    let recorded = wait_final(&api, "a", "erase").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!report.is_finished(), "acknowledged before it was saved");
+    api.saved(*api.changes().borrow());
+
+    let answer = tokio::time::timeout(Duration::from_secs(5), report)
+        .await
+        .unwrap_or_else(|e| panic!("not acknowledged after the save: {e}"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer.status().as_u16(), 204);
+    assert!(matches!(recorded, CommandState::Failed { .. }));
+}

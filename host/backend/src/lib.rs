@@ -169,6 +169,7 @@ impl PluginBackend {
         let ca_pem = config.agent_api.ca.cert_pem.clone();
         let agent = Arc::new(AgentApi::start(config.agent_api, snapshot).await?);
         if let Some(path) = snapshot_path {
+            agent.acknowledge_reports_once_saved();
             tokio::spawn(persist_snapshots(Arc::downgrade(&agent), path));
         }
 
@@ -295,18 +296,24 @@ fn read_snapshot(path: &Path) -> Result<Snapshot, BackendError> {
     }
 }
 
-/// Saves the agent API's state after every change, coalescing bursts, until the API is gone.
+/// Saves the agent API's state after every change, coalescing bursts, until the API is gone,
+/// and tells the API what is saved so that it can acknowledge the agents' final reports.
 async fn persist_snapshots(agent: Weak<AgentApi>, path: PathBuf) {
     let Some(mut changes) = agent.upgrade().map(|agent| agent.changes()) else {
         return;
     };
     while changes.changed().await.is_ok() {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let Some(snapshot) = agent.upgrade().map(|agent| agent.snapshot()) else {
+        let Some(agent) = agent.upgrade() else {
             return;
         };
-        if let Err(error) = write_snapshot(&path, &snapshot) {
-            tracing::warn!(path = %path.display(), error = %error, "cannot save the agent API state");
+        let generation = *changes.borrow_and_update();
+        let snapshot = agent.snapshot();
+        match write_snapshot(&path, &snapshot) {
+            Ok(()) => agent.saved(generation),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), error = %error, "cannot save the agent API state");
+            }
         }
     }
 }
