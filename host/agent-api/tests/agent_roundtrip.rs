@@ -59,6 +59,14 @@ async fn start(ca: &CertificateAuthority, listen: SocketAddr, snapshot: Snapshot
     panic!("agent API did not start on {listen}");
 }
 
+/// A new CA and an API without history on an ephemeral port.
+async fn start_fresh() -> (CertificateAuthority, AgentApi) {
+    let ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
+    let listen = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+    let api = start(&ca, listen, Snapshot::default()).await;
+    (ca, api)
+}
+
 async fn wait_final(api: &AgentApi, host: &str, id: &str) -> CommandState {
     for _ in 0..200 {
         if let Ok(state) = api.status(host, id)
@@ -84,13 +92,7 @@ fn https_client(ca: &CertificateAuthority) -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_runs_commands_and_a_restarted_api_gets_the_ledgered_result() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
-    let api = start(
-        &ca,
-        "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
-        Snapshot::default(),
-    )
-    .await;
+    let (ca, api) = start_fresh().await;
     let listen: SocketAddr = api
         .url()
         .trim_start_matches("https://")
@@ -164,13 +166,7 @@ async fn the_agent_runs_commands_and_a_restarted_api_gets_the_ledgered_result() 
 
 #[tokio::test]
 async fn hosts_cannot_see_or_answer_each_others_commands() {
-    let ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
-    let api = start(
-        &ca,
-        "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
-        Snapshot::default(),
-    )
-    .await;
+    let (ca, api) = start_fresh().await;
     let token_a = api
         .register_host("a", &[])
         .unwrap_or_else(|e| panic!("{e}"));
@@ -240,13 +236,7 @@ async fn hosts_cannot_see_or_answer_each_others_commands() {
 
 #[tokio::test]
 async fn published_media_boots_one_agent_and_republishing_revokes_it() {
-    let ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
-    let api = start(
-        &ca,
-        "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
-        Snapshot::default(),
-    )
-    .await;
+    let (ca, api) = start_fresh().await;
     let http = https_client(&ca);
 
     let first = api
@@ -305,13 +295,7 @@ async fn fetch_boot_config(
 
 #[tokio::test]
 async fn network_boot_serves_the_current_media_by_mac_only_to_the_hosts_nics() {
-    let ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
-    let api = start(
-        &ca,
-        "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
-        Snapshot::default(),
-    )
-    .await;
+    let (ca, api) = start_fresh().await;
     let http = https_client(&ca);
     let by_mac = |mac: &str| format!("{}/v1/network-boot/{mac}", api.url());
     let other_mac = "52:54:00:bb:00:02";
@@ -362,13 +346,7 @@ async fn network_boot_serves_the_current_media_by_mac_only_to_the_hosts_nics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_final_report_is_acknowledged_only_once_the_state_holding_it_is_saved() {
-    let ca = CertificateAuthority::generate().unwrap_or_else(|e| panic!("{e}"));
-    let api = start(
-        &ca,
-        "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
-        Snapshot::default(),
-    )
-    .await;
+    let (ca, api) = start_fresh().await;
     api.acknowledge_reports_once_saved();
     let token = api
         .register_host("a", &[])
