@@ -8,8 +8,7 @@
 mod site;
 
 use ingot_api::metal3::ProvisioningState;
-use ingot_lab::machine::Activity;
-use serde_json::json;
+use ingot_lab::machine::{Activity, Machine};
 use site::{IMAGE, Site, disk_head, image_head};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -25,20 +24,11 @@ async fn a_host_is_inspected_provisioned_and_cleaned_through_the_plugins() {
         .unwrap_or_default();
     assert!(!disks.is_empty(), "inspection found no disk");
 
-    site.set_image("node-0", json!({"url": site.image_url(), "checksum": format!("{}.sha256sum", site.image_url()), "checksumType": "sha256"})).await;
+    site.set_image("node-0", site.checksummed_image()).await;
     site.wait_for("node-0", ProvisioningState::Provisioned)
         .await;
     let machine = site.machine("lab-0");
-    assert_eq!(
-        disk_head(&machine),
-        image_head(&site),
-        "the disk does not hold the image"
-    );
-    assert!(
-        matches!(machine.status().activity, Activity::BootedFromDisk { .. }),
-        "the machine did not boot the image: {:?}",
-        machine.status().activity
-    );
+    assert_holds_and_booted_the_image(&site, &machine);
 
     site.set_image("node-0", serde_json::Value::Null).await;
     site.wait_for("node-0", ProvisioningState::Available).await;
@@ -99,9 +89,14 @@ async fn an_ipmi_host_without_virtual_media_is_inspected_and_provisioned_through
     site.wait_for("node-ipmi", ProvisioningState::Provisioned)
         .await;
 
+    assert_holds_and_booted_the_image(&site, &machine);
+    operator.stop().await;
+}
+
+fn assert_holds_and_booted_the_image(site: &Site, machine: &Machine) {
     assert_eq!(
-        disk_head(&machine),
-        image_head(&site),
+        disk_head(machine),
+        image_head(site),
         "the disk does not hold the image"
     );
     assert!(
@@ -109,5 +104,4 @@ async fn an_ipmi_host_without_virtual_media_is_inspected_and_provisioned_through
         "the machine did not boot the image: {:?}",
         machine.status().activity
     );
-    operator.stop().await;
 }
