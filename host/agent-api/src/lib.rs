@@ -10,6 +10,9 @@
 //! the network boot server for hosts whose BMC has no virtual media: their firmware boots from
 //! the network and the boot script it receives is looked up by the MAC of the booting NIC.
 //!
+//! The operator need not poll for an agent's progress: [`AgentApi::news`] names each host whose
+//! agent has just checked in or finished a command.
+//!
 //! The API notes when each host's agent was last heard from. A command whose agent stays silent
 //! for longer than the configured limit is given up as [`CommandState::Lost`] when the operator
 //! next reads it, so a crashed agent ends its command instead of leaving it running for ever.
@@ -38,7 +41,7 @@ use hyper_util::service::TowerToHyperService;
 use ingot_agent::bootconfig::BootConfig;
 use ingot_agent::protocol::{Command, Hello, PROTOCOL_VERSION, Report, Welcome};
 use serde::Deserialize;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, broadcast, watch};
 
 pub use liveness::DEFAULT_SILENCE_LIMIT;
 pub use store::{CommandState, Snapshot};
@@ -51,6 +54,10 @@ const POLL_INTERVAL_SECONDS: u64 = 5;
 
 /// How long a final report waits to be saved before the agent is told to send it again.
 const SAVE_WAIT: Duration = Duration::from_secs(10);
+
+/// News not yet taken by a slow listener, beyond which it misses some (and falls back to
+/// polling for them).
+const NEWS_BACKLOG: usize = 4096;
 
 /// Error of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +123,8 @@ struct Shared {
     acknowledge_once_saved: AtomicBool,
     /// Silence after which an agent's unfinished commands are lost.
     silence_limit: Duration,
+    /// Hosts whose agent has just checked in or finished a command.
+    news: broadcast::Sender<String>,
 }
 
 impl Shared {
@@ -135,6 +144,12 @@ impl Shared {
     fn changed(&self) -> u64 {
         self.changes.send_modify(|generation| *generation += 1);
         *self.changes.borrow()
+    }
+
+    /// Tells listeners that the host's agent has news for the operator.
+    fn announce(&self, host: &str) {
+        // Nobody listening is fine: the news is also there for whoever polls.
+        let _ = self.news.send(host.to_owned());
     }
 
     /// Waits until the change of `generation` is saved, when the state is saved at all.
@@ -197,6 +212,7 @@ impl AgentApi {
             saved: watch::channel(0).0,
             acknowledge_once_saved: AtomicBool::new(false),
             silence_limit: config.silence_limit,
+            news: broadcast::channel(NEWS_BACKLOG).0,
         });
         let router = router(shared.clone());
         let (stop, stopped) = watch::channel(false);
@@ -315,6 +331,13 @@ impl AgentApi {
     /// The state to persist; pass it to [`AgentApi::start`] after a restart.
     pub fn snapshot(&self) -> Snapshot {
         self.shared.lock().snapshot().clone()
+    }
+
+    /// The hosts whose agent has just checked in, or finished a command with its final report
+    /// saved (when [`AgentApi::acknowledge_reports_once_saved`] is on). A receiver that falls
+    /// more than a few thousand behind misses the oldest news.
+    pub fn news(&self) -> broadcast::Receiver<String> {
+        self.shared.news.subscribe()
     }
 
     /// A receiver that changes whenever a host, command or report changes; its value is the
@@ -449,6 +472,7 @@ async fn hello(
         shared.lock().hello(&host, &hello)?;
         tracing::info!(host = %host, agent_version = %hello.agent_version, "agent said hello");
         shared.changed();
+        shared.announce(&host);
     }
     Ok(Json(Welcome {
         version: PROTOCOL_VERSION,
@@ -527,6 +551,7 @@ async fn report(
     let generation = shared.changed();
     if finished {
         shared.saved(generation).await?;
+        shared.announce(&host);
     }
     Ok(StatusCode::NO_CONTENT)
 }

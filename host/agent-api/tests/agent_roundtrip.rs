@@ -376,3 +376,44 @@ async fn a_final_report_is_acknowledged_only_once_the_state_holding_it_is_saved(
     assert_eq!(answer.status().as_u16(), 204);
     assert!(matches!(recorded, CommandState::Failed { .. }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn news_names_a_host_when_its_agent_checks_in_and_when_a_command_finishes() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (_ca, api) = start_fresh().await;
+    let mut news = api.news();
+    let token = api
+        .register_host("node-0", &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let agent = Agent::new(
+        api.boot_config("node-0", &token),
+        Arc::new(hardware(dir.path())),
+        dir.path().to_owned(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let agent_task = tokio::spawn(async move { agent.run().await });
+
+    let checked_in = tokio::time::timeout(Duration::from_secs(10), news.recv()).await;
+    assert_eq!(
+        checked_in.ok().and_then(Result::ok).as_deref(),
+        Some("node-0")
+    );
+    assert!(api.connected("node-0"));
+
+    api.enqueue("node-0", "inspect-1", Command::Inventory)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let finished = tokio::time::timeout(Duration::from_secs(10), news.recv()).await;
+    assert_eq!(
+        finished.ok().and_then(Result::ok).as_deref(),
+        Some("node-0")
+    );
+    assert!(
+        api.status("node-0", "inspect-1")
+            .is_ok_and(|state| state.is_final())
+    );
+
+    // Progress reports and idle long-polls are no news.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(news.try_recv().is_err(), "news without anything new");
+    agent_task.abort();
+}
