@@ -21,15 +21,17 @@ mod host;
 mod links;
 mod phases;
 pub mod records;
+mod wakes;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use ingot_agent_api::{AgentApi, AgentApiConfig, CertificateAuthority, Snapshot};
 use ingot_operator::events::EventSink;
-use ingot_operator::provisioner::{HostData, ProvisionerError, ProvisionerFactory};
+use ingot_operator::provisioner::{HostData, ProvisionerError, ProvisionerFactory, Wake};
 use ingot_plugin_host::limits::GuardSettings;
 use ingot_plugin_host::registry::Registry;
 use ingot_plugin_host::routing::{HostFacts, Routing};
@@ -37,6 +39,7 @@ use ingot_plugin_host::runtime::{Runtime, RuntimeConfig};
 use ingot_plugin_host::source::Fetcher;
 
 use crate::capacity::Capacity;
+use crate::wakes::{WakeTasks, Wakes};
 
 pub use host::HostProvisioner;
 pub use links::{AgentLink, DeployExtras, Driver, DriverFailure};
@@ -113,8 +116,10 @@ pub(crate) struct Shared {
     pub(crate) agent: Arc<AgentApi>,
     pub(crate) records: Arc<Records>,
     pub(crate) capacity: Capacity,
+    pub(crate) wakes: Wakes,
     /// Host UID -> digest of the address and credentials last checked at the BMC.
     registered: Mutex<HashMap<String, String>>,
+    _wake_tasks: WakeTasks,
 }
 
 impl Shared {
@@ -132,6 +137,7 @@ impl Shared {
         self.registered().remove(uid);
         self.capacity.release(uid);
         self.agent.remove_host(uid);
+        self.wakes.forget(uid);
     }
 
     fn registered(&self) -> MutexGuard<'_, HashMap<String, String>> {
@@ -173,13 +179,17 @@ impl PluginBackend {
             tokio::spawn(persist_snapshots(Arc::downgrade(&agent), path));
         }
 
-        let shared = Arc::new(Shared {
+        let records = Arc::new(records);
+        let news = agent.news();
+        let shared = Arc::new_cyclic(|shared| Shared {
             registry: config.registry,
             routing: config.routing,
             agent,
-            records: Arc::new(records),
+            records: records.clone(),
             capacity: Capacity::new(config.max_busy_hosts),
+            wakes: Wakes::new(),
             registered: Mutex::new(HashMap::new()),
+            _wake_tasks: WakeTasks::start(shared, news, records),
         });
         Ok(Self { shared, ca_pem })
     }
@@ -204,6 +214,10 @@ impl PluginBackend {
 impl ProvisionerFactory for PluginBackend {
     type Provisioner = HostProvisioner;
 
+    fn wakes(&self) -> Option<BoxStream<'static, Wake>> {
+        Some(self.shared.wakes.subscribe())
+    }
+
     fn provisioner_for(
         &self,
         host: HostData,
@@ -212,6 +226,9 @@ impl ProvisionerFactory for PluginBackend {
         let scheme = ingot_api::bmc::parse(&host.bmc_address)
             .map(|address| address.scheme)
             .unwrap_or_default();
+        self.shared
+            .wakes
+            .remember(&host.uid, &host.namespace, &host.name);
         let plugins = self.shared.routing.plugins_for(&HostFacts {
             namespace: &host.namespace,
             labels: &host.labels,

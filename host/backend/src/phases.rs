@@ -1,7 +1,8 @@
 //! Running a provisioning phase through a steps plugin, one step at a time.
 //!
 //! A phase run is planned once, then each reconcile runs the current step until it is done,
-//! waits when the step asks to be called again later, and records every change before
+//! waits when the step asks to be called again later (cut short when the host's deploy agent
+//! checks in or finishes a command, which is what such steps wait for), and records every change before
 //! returning, so a restarted operator picks up at the same step with the same state. Several
 //! steps that finish at once run within one reconcile, up to a bound that keeps a reconcile
 //! short.
@@ -64,7 +65,7 @@ impl HostProvisioner {
                 return Ok(progress_of(outcome));
             }
             let waiting = run.not_before_ms.saturating_sub(now_ms());
-            if waiting > 0 {
+            if waiting > 0 && !self.shared.wakes.take_agent_news(&self.host.uid) {
                 return Ok(Progress::Working {
                     requeue_after: Duration::from_millis(waiting),
                 });

@@ -13,6 +13,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use ingot_api::metal3::HardwareDetails;
 use ingot_plugin_host::bindings::steps::Phase;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 /// Why the records could not be loaded or saved.
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +173,8 @@ impl PhaseName {
 pub struct Records {
     table: Mutex<Table>,
     dir: Option<PathBuf>,
+    /// Notified when a host stops being busy, so that a waiting host can take its slot.
+    slot_freed: Notify,
 }
 
 /// The records with a running count of busy hosts, so that the capacity check, made on every
@@ -188,13 +191,15 @@ impl Table {
         Self { hosts, busy }
     }
 
-    /// Keeps the busy count right across one record's change from `was_busy`.
-    fn recount(&mut self, was_busy: bool, is_busy: bool) {
+    /// Keeps the busy count right across one record's change from `was_busy`; true when a
+    /// busy host stopped being busy.
+    fn recount(&mut self, was_busy: bool, is_busy: bool) -> bool {
         match (was_busy, is_busy) {
             (false, true) => self.busy += 1,
             (true, false) => self.busy = self.busy.saturating_sub(1),
             _ => {}
         }
+        was_busy && !is_busy
     }
 }
 
@@ -234,6 +239,7 @@ impl Records {
         Ok(Self {
             table: Mutex::new(Table::new(hosts)),
             dir: Some(dir.to_owned()),
+            slot_freed: Notify::new(),
         })
     }
 
@@ -261,7 +267,9 @@ impl Records {
         }
         let (was_busy, is_busy) = (before.is_busy(), record.is_busy());
         let saved = self.save(uid, record);
-        table.recount(was_busy, is_busy);
+        if table.recount(was_busy, is_busy) {
+            self.slot_freed.notify_one();
+        }
         saved.map(|()| answer)
     }
 
@@ -271,8 +279,10 @@ impl Records {
     /// [`RecordsError::Write`] when its file cannot be removed.
     pub fn remove(&self, uid: &str) -> Result<(), RecordsError> {
         let mut table = self.lock();
-        if let Some(removed) = table.hosts.remove(uid) {
-            table.recount(removed.is_busy(), false);
+        if let Some(removed) = table.hosts.remove(uid)
+            && table.recount(removed.is_busy(), false)
+        {
+            self.slot_freed.notify_one();
         }
         drop(table);
 
@@ -298,6 +308,12 @@ impl Records {
     /// How many hosts have a phase under way (planned or running, not finished).
     pub fn busy_hosts(&self) -> usize {
         self.lock().busy
+    }
+
+    /// Resolves once a host has stopped being busy since the last time it resolved (or since
+    /// the records were opened).
+    pub async fn slot_freed(&self) {
+        self.slot_freed.notified().await;
     }
 
     fn save(&self, uid: &str, record: &HostRecord) -> Result<(), RecordsError> {

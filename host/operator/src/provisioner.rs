@@ -375,10 +375,27 @@ pub trait Provisioner: Send + Sync {
     fn health(&self) -> impl Future<Output = Health> + Send;
 }
 
+/// A host the backend asks the controller to look at now.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Wake {
+    /// Namespace of the host.
+    pub namespace: String,
+    /// Name of the host.
+    pub name: String,
+}
+
 /// Builds a provisioner for one host, per reconcile.
 pub trait ProvisionerFactory: Send + Sync + 'static {
     /// The provisioner type produced.
     type Provisioner: Provisioner;
+
+    /// Hosts to look at now because what they wait for has happened (their deploy agent
+    /// checked in or finished a command, a busy slot came free), so that they move on at once
+    /// instead of at their next requeue. Asked once each time the controller starts. The
+    /// default, for backends that only ever ask through requeue delays, is none.
+    fn wakes(&self) -> Option<futures::stream::BoxStream<'static, Wake>> {
+        None
+    }
 
     /// Creates the provisioner for `host`. Fails with [`ProvisionerError::NotReady`] while the
     /// backend cannot serve requests yet.

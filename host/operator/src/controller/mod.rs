@@ -176,9 +176,14 @@ pub async fn run<F: ProvisionerFactory>(
     let secret_config =
         watcher::Config::default().labels(&format!("{SECRET_LABEL}={SECRET_LABEL_VALUE}"));
 
-    Controller::for_stream(trigger, reader)
+    let mut controller = Controller::for_stream(trigger, reader)
         .watches(secrets, secret_config, owning_hosts)
-        .with_config(kube::runtime::Config::default().concurrency(concurrency))
+        .with_config(kube::runtime::Config::default().concurrency(concurrency));
+    if let Some(wakes) = context.factory.wakes() {
+        controller = controller
+            .reconcile_on(wakes.map(|wake| ObjectRef::new(&wake.name).within(&wake.namespace)));
+    }
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile::<F>, error_policy::<F>, context)
         .for_each(|result| async move {
