@@ -412,7 +412,12 @@ impl Machine {
             if matches!(state.power, PowerState::On | PowerState::PoweringOn) {
                 return;
             }
-            state.power = PowerState::PoweringOn;
+            // Without a delay the BMC applies the change before it answers, as many do.
+            state.power = if self.power_delay.is_zero() {
+                PowerState::On
+            } else {
+                PowerState::PoweringOn
+            };
             state.activity = Activity::Booting;
             state.generation += 1;
             state.generation
@@ -440,7 +445,11 @@ impl Machine {
             if state.power == PowerState::Off {
                 return;
             }
-            state.power = PowerState::PoweringOff;
+            state.power = if self.power_delay.is_zero() {
+                PowerState::Off
+            } else {
+                PowerState::PoweringOff
+            };
             state.activity = Activity::Off;
             state.generation += 1;
             state.generation

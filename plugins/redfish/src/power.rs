@@ -243,6 +243,9 @@ impl<H: BmcHttp, E: Environment> Session<'_, '_, H, E> {
         }
     }
 
+    /// Records the reset just issued, then looks at the system once more: a BMC that applies
+    /// resets at once (virtual BMCs, many real ones) already shows the wanted state, and
+    /// waiting for it would only hold the host up.
     fn remember(&mut self, issued: Option<String>, now: u64, wanted: PowerState) -> Progress {
         if let Some(reset_type) = issued {
             let pending = PendingReset {
@@ -251,6 +254,11 @@ impl<H: BmcHttp, E: Environment> Session<'_, '_, H, E> {
             };
             // Losing the record only means the next call re-issues the reset.
             let _ = self.env.set(PENDING_KEY, &pending.encode());
+        }
+        // A failed look is no failure of the reset: the next call looks again.
+        if self.reload_system().is_ok() && self.power_state() == wanted {
+            self.env.delete(PENDING_KEY);
+            return Progress::Done;
         }
         in_progress(wanted, "reset requested")
     }
