@@ -18,7 +18,8 @@
 //! `100,1000,10000`, or numbers after `--`); `INGOT_SCALE_MACHINES` sets M,
 //! `INGOT_SCALE_CONCURRENCY` the reconciles at the same time (default 4, the operator's),
 //! `INGOT_SCALE_MAX_BUSY_HOSTS` the backend's hosts under way at the same time (default 20, the
-//! operator's), `INGOT_SCALE_MAX_REQUEUE_MS` the bound on requeue delays (default 1000).
+//! operator's), `INGOT_SCALE_MAX_REQUEUE_MS` a bound on requeue delays (none by default, as in the
+//! operator).
 
 mod measure;
 mod report;
@@ -91,7 +92,7 @@ fn shape_for(hosts: usize) -> Shape {
         shape.max_busy_hosts = usize::try_from(busy).unwrap_or(usize::MAX).max(1);
     }
     if let Some(millis) = number("INGOT_SCALE_MAX_REQUEUE_MS") {
-        shape.max_requeue = Duration::from_millis(millis);
+        shape.max_requeue = Some(Duration::from_millis(millis));
     }
     shape
 }
@@ -121,6 +122,7 @@ async fn measure_fleet(shape: &Shape) -> Run {
     )
     .await;
     let to_available = meter.finish(&operator.traffic, &operator.metrics);
+    let available_rss_kib = peak_rss_kib();
     eprintln!(
         "{} hosts available in {:.1} s",
         shape.hosts,
@@ -146,6 +148,7 @@ async fn measure_fleet(shape: &Shape) -> Run {
         baseline,
         to_available,
         to_provisioned,
+        available_rss_kib,
         peak_rss_kib,
         peak_rss_is_own: rss_reset,
         image_downloads,

@@ -57,8 +57,9 @@ pub struct Shape {
     pub concurrency: u16,
     /// Hosts with a phase under way at the same time in the backend.
     pub max_busy_hosts: usize,
-    /// Upper bound on every requeue delay, as in the lab.
-    pub max_requeue: Duration,
+    /// Upper bound on every requeue delay, as `ingot dev` sets one; none by default, as in
+    /// `ingot operator`.
+    pub max_requeue: Option<Duration>,
 }
 
 impl Shape {
@@ -69,7 +70,7 @@ impl Shape {
             machines,
             concurrency: 4,
             max_busy_hosts: DEFAULT_MAX_BUSY_HOSTS,
-            max_requeue: Duration::from_secs(1),
+            max_requeue: None,
         }
     }
 }
@@ -186,7 +187,7 @@ impl Site {
             metrics.clone(),
             "scale-bench",
         );
-        context.max_requeue = Some(shape.max_requeue);
+        context.max_requeue = shape.max_requeue;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(controller::run(
             Arc::new(context),
