@@ -12,13 +12,10 @@
 //! provisioning state went backwards; the BMC password is nowhere in the operator's log.
 //!
 //! ```text
-//! make plugins && cargo test -p ingot-e2e --test chaos -- --ignored                   # 10 hosts
-//! INGOT_CHAOS=long cargo test -p ingot-e2e --test chaos -- --ignored --nocapture     # 200 hosts
-//! INGOT_CHAOS_SEED=1234 cargo test -p ingot-e2e --test chaos -- --ignored --nocapture  # replay
+//! make plugins && cargo test -p ingot-e2e --test chaos                        # 10 hosts (make test)
+//! INGOT_CHAOS=long cargo test -p ingot-e2e --test chaos -- --nocapture        # 200 hosts
+//! INGOT_CHAOS_SEED=1234 cargo test -p ingot-e2e --test chaos -- --nocapture   # replay
 //! ```
-//!
-//! The test is ignored by default until it has a record of consecutive green runs: it takes
-//! minutes and randomises its faults, so one rare failure would turn the whole suite red.
 //!
 //! The seed is printed at the start and in every failure. A failed run keeps its directory
 //! (process logs, operator state, lab disks) and prints where it is.
@@ -100,8 +97,6 @@ fn seed() -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "minutes long and randomised: run on demand until it has a record of consecutive \
-            green runs"]
 async fn hosts_provision_exactly_once_through_kills_and_faults() {
     let shape = shape();
     let seed = seed();
