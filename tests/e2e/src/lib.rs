@@ -21,17 +21,19 @@ pub fn repo_root() -> PathBuf {
 
 /// The `ingot` binary of this build, built first if needed.
 pub fn ingot_binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "ingot"])
-        .current_dir(repo_root())
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "cargo build -p ingot failed");
     let test_binary = std::env::current_exe().expect("test binary path");
     let profile_dir = test_binary
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>/deps");
+    let mut build = Command::new(env!("CARGO"));
+    build.args(["build", "--quiet", "-p", "ingot"]);
+    // Benchmarks are built in release: measure a release `ingot` with them.
+    if profile_dir.ends_with("release") {
+        build.arg("--release");
+    }
+    let status = build.current_dir(repo_root()).status().expect("cargo runs");
+    assert!(status.success(), "cargo build -p ingot failed");
     profile_dir.join("ingot")
 }
 

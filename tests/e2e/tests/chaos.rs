@@ -20,6 +20,10 @@
 //! The seed is printed at the start and in every failure. A failed run keeps its directory
 //! (process logs, operator state, lab disks) and prints where it is.
 
+#[allow(
+    dead_code,
+    reason = "the site is shared with the operator_process benchmark, which uses parts this test does not"
+)]
 mod chaos {
     pub mod faults;
     pub mod fleet;

@@ -34,6 +34,11 @@ impl Process {
         }
     }
 
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process with SIGKILL, as a node failure or the OOM killer would, and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -81,6 +81,18 @@ impl Site {
         self.operator = Some(Process::spawn(&self.binary, &self.operator_args, &log));
     }
 
+    /// Has the operator started from now on requeue hosts when they ask, as in production,
+    /// instead of at least every second.
+    pub fn lift_requeue_bound(&mut self) {
+        self.operator_args
+            .retain(|arg| !arg.starts_with("--max-requeue-ms"));
+    }
+
+    /// The operator's process id, while it runs.
+    pub fn operator_pid(&self) -> Option<u32> {
+        self.operator.as_ref().map(Process::id)
+    }
+
     /// Kills the operator with SIGKILL; it stays down until [`Site::start_operator`].
     pub fn kill_operator(&mut self) {
         if let Some(mut operator) = self.operator.take() {
