@@ -4,7 +4,8 @@
 //! agents long-poll for commands, and the library calls the operator uses to drive it:
 //! register a host (which mints its token), queue commands with ids of the operator's
 //! choosing, read their state, and take a [`Snapshot`] to persist. Restoring a snapshot after a
-//! restart re-delivers unfinished commands; the agent answers a repeated id from its ledger.
+//! restart re-delivers unfinished commands; the agent answers a repeated id from its ledger. It
+//! also serves again, with a new token, the deploy media a machine fetches after the restart.
 //!
 //! The same boot configuration is also served by MAC address under `/v1/network-boot/{mac}`,
 //! the network boot server for hosts whose BMC has no virtual media: their firmware boots from
@@ -109,8 +110,12 @@ struct PublishedMedia {
 }
 
 struct Shared {
+    /// Base URL of the API, as agents reach it.
+    url: String,
+    /// The API's CA certificate, which agents trust.
+    ca_pem: String,
     store: Mutex<store::Store>,
-    /// Published deploy media by media id.
+    /// Published deploy media by the SHA-256 of the media id (the secret part of its URL).
     media: Mutex<HashMap<String, PublishedMedia>>,
     /// Woken whenever a command is queued, so long-polls return at once.
     queued: Notify,
@@ -146,6 +151,75 @@ impl Shared {
         *self.changes.borrow()
     }
 
+    /// Registers `host` with a new token, which it returns; any previous token stops working.
+    fn register_host(&self, host: &str, macs: &[String]) -> Result<String, Error> {
+        let token = random_hex()?;
+        self.lock().register_host(host, macs, &token);
+        self.changed();
+        Ok(token)
+    }
+
+    fn boot_config(&self, host: &str, token: &str) -> BootConfig {
+        BootConfig {
+            api_url: self.url.clone(),
+            ca_pem: self.ca_pem.clone(),
+            host: host.to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    /// Registers `host` afresh and serves deploy media for it under `key` (the SHA-256 of the
+    /// media id), in place of its earlier media. `media` is the held lock of the served media.
+    fn serve_media(
+        &self,
+        media: &mut HashMap<String, PublishedMedia>,
+        host: &str,
+        macs: &[String],
+        key: &str,
+    ) -> Result<BootConfig, Error> {
+        let token = self.register_host(host, macs)?;
+        self.lock().set_media(host, key)?;
+        self.changed();
+
+        let config = self.boot_config(host, &token);
+        media.retain(|_, published| published.host != host);
+        let published = PublishedMedia {
+            host: host.to_owned(),
+            macs: macs.iter().map(|mac| mac.to_lowercase()).collect(),
+            config: config.clone(),
+        };
+        media.insert(key.to_owned(), published);
+        Ok(config)
+    }
+
+    /// The boot configuration of the deploy media under `key`. Media a restart forgot (its
+    /// token is never saved) is published again with a new token: a machine fetching it is
+    /// booting an agent now, so no older agent of that host is still running.
+    fn media_config(&self, key: &str) -> Option<BootConfig> {
+        let mut media = self.media();
+        if let Some(published) = media.get(key) {
+            return Some(published.config.clone());
+        }
+        let (host, macs) = self.lock().media_owner(key)?;
+        tracing::info!(host = %host, "deploy media served again after a restart");
+        self.serve_media(&mut media, &host, &macs, key).ok()
+    }
+
+    /// The boot configuration of the deploy media that network-boots the NIC with `mac`
+    /// (lower-case), published again after a restart like [`Shared::media_config`].
+    fn network_boot_config(&self, mac: &str) -> Option<BootConfig> {
+        let mut media = self.media();
+        let live = media
+            .values()
+            .find(|published| published.macs.iter().any(|known| known == mac));
+        if let Some(published) = live {
+            return Some(published.config.clone());
+        }
+        let (host, key, macs) = self.lock().media_of_mac(mac)?;
+        tracing::info!(host = %host, "deploy media served again by network boot after a restart");
+        self.serve_media(&mut media, &host, &macs, &key).ok()
+    }
+
     /// Tells listeners that the host's agent has news for the operator.
     fn announce(&self, host: &str) {
         // Nobody listening is fine: the news is also there for whoever polls.
@@ -171,8 +245,6 @@ impl Shared {
 /// A running agent API. Dropping it stops the server.
 pub struct AgentApi {
     shared: Arc<Shared>,
-    url: String,
-    ca_pem: String,
     server: tokio::task::JoinHandle<()>,
     /// Closes open connections (including held long-polls) when the API is dropped.
     stop: watch::Sender<bool>,
@@ -205,6 +277,8 @@ impl AgentApi {
             .unwrap_or_else(|| format!("https://{address}"));
 
         let shared = Arc::new(Shared {
+            url: url.clone(),
+            ca_pem: config.ca.cert_pem.clone(),
             store: Mutex::new(store::Store::from_snapshot(snapshot, Instant::now())),
             media: Mutex::new(HashMap::new()),
             queued: Notify::new(),
@@ -220,8 +294,6 @@ impl AgentApi {
         tracing::info!(url = %url, "agent API listening");
         Ok(Self {
             shared,
-            url,
-            ca_pem: config.ca.cert_pem,
             server,
             stop,
         })
@@ -229,16 +301,13 @@ impl AgentApi {
 
     /// Base URL of the API.
     pub fn url(&self) -> &str {
-        &self.url
+        &self.shared.url
     }
 
     /// Registers a host with the MAC addresses its agent must show (empty accepts any) and
     /// returns a new token for it; any previous token stops working.
     pub fn register_host(&self, host: &str, macs: &[String]) -> Result<String, Error> {
-        let token = random_hex()?;
-        self.shared.lock().register_host(host, macs, &token);
-        self.shared.changed();
-        Ok(token)
+        self.shared.register_host(host, macs)
     }
 
     /// Forgets a host, its commands and its deploy media.
@@ -250,12 +319,7 @@ impl AgentApi {
 
     /// The boot configuration a deploy image for `host` must carry.
     pub fn boot_config(&self, host: &str, token: &str) -> BootConfig {
-        BootConfig {
-            api_url: self.url.clone(),
-            ca_pem: self.ca_pem.clone(),
-            host: host.to_owned(),
-            token: token.to_owned(),
-        }
+        self.shared.boot_config(host, token)
     }
 
     /// Registers `host` afresh and publishes deploy media that boots an agent for it; returns
@@ -267,22 +331,14 @@ impl AgentApi {
     /// The URL is the only way to obtain the new token, so it is unguessable (a random id) and
     /// served over the API's TLS. Earlier media of the host stop working, and so does any agent
     /// still running with the old token: after this call, only an agent booted from the new
-    /// media counts as connected.
+    /// media counts as connected. A restarted API serves the media again, with a new token,
+    /// when a machine fetches it: only the SHA-256 of its id is saved.
     pub fn publish_media(&self, host: &str, macs: &[String]) -> Result<String, Error> {
-        let token = self.register_host(host, macs)?;
         let id = random_hex()?;
-        let config = self.boot_config(host, &token);
-
-        let published = PublishedMedia {
-            host: host.to_owned(),
-            macs: macs.iter().map(|mac| mac.to_lowercase()).collect(),
-            config,
-        };
-
         let mut media = self.shared.media();
-        media.retain(|_, media| media.host != host);
-        media.insert(id.clone(), published);
-        Ok(format!("{}/v1/media/{id}", self.url))
+        self.shared
+            .serve_media(&mut media, host, macs, &store::token_hash(&id))?;
+        Ok(format!("{}/v1/media/{id}", self.shared.url))
     }
 
     /// Whether an agent holding the host's current token has said hello.
@@ -562,11 +618,11 @@ async fn media(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Result<Json<BootConfig>, Refusal> {
-    let config = shared.media().get(&id).map(|media| media.config.clone());
+    let config = shared.media_config(&store::token_hash(&id));
     config.map(Json).ok_or_else(|| {
         Refusal(
             StatusCode::NOT_FOUND,
-            "no such deploy media; it was replaced or the operator restarted".into(),
+            "no such deploy media; newer media replaced it".into(),
         )
     })
 }
@@ -579,11 +635,7 @@ async fn network_boot(
     Path(mac): Path<String>,
 ) -> Result<Json<BootConfig>, Refusal> {
     let mac = mac.to_lowercase();
-    let config = shared
-        .media()
-        .values()
-        .find(|media| media.macs.contains(&mac))
-        .map(|media| media.config.clone());
+    let config = shared.network_boot_config(&mac);
     config.map(Json).ok_or_else(|| {
         tracing::info!(mac = %mac, "network boot request from an unknown MAC");
         Refusal(

@@ -106,6 +106,10 @@ pub struct HostRecord {
     pub macs: Vec<String>,
     /// Commands in the order they were queued.
     pub commands: Vec<CommandRecord>,
+    /// SHA-256 of the id of the host's current deploy media, hex, so that a restarted API can
+    /// serve it again to a machine that boots from it; the id itself is never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_sha256: Option<String>,
 }
 
 /// The persistent state of the agent API.
@@ -156,11 +160,40 @@ impl Store {
                 token_sha256: String::new(),
                 macs: Vec::new(),
                 commands: Vec::new(),
+                media_sha256: None,
             });
         record.token_sha256 = token_sha256;
         record.macs = macs;
         self.greeted.remove(host);
         self.liveness.restart(host, Instant::now());
+    }
+
+    /// Records the SHA-256 of the id of the host's deploy media, replacing earlier media.
+    pub fn set_media(&mut self, host: &str, media_sha256: &str) -> Result<(), Error> {
+        self.host_mut(host)?.media_sha256 = Some(media_sha256.to_owned());
+        Ok(())
+    }
+
+    /// The host whose deploy media has the id with SHA-256 `media_sha256`, and its MACs.
+    pub fn media_owner(&self, media_sha256: &str) -> Option<(String, Vec<String>)> {
+        self.snapshot
+            .hosts
+            .iter()
+            .find(|(_, record)| record.media_sha256.as_deref() == Some(media_sha256))
+            .map(|(host, record)| (host.clone(), record.macs.clone()))
+    }
+
+    /// The host with deploy media that boots the NIC with `mac` (lower-case), its media's id
+    /// SHA-256 and its MACs.
+    pub fn media_of_mac(&self, mac: &str) -> Option<(String, String, Vec<String>)> {
+        self.snapshot.hosts.iter().find_map(|(host, record)| {
+            let media = record.media_sha256.clone()?;
+            record
+                .macs
+                .iter()
+                .any(|known| known == mac)
+                .then(|| (host.clone(), media, record.macs.clone()))
+        })
     }
 
     /// Forgets a host and its commands.

@@ -417,3 +417,60 @@ async fn news_names_a_host_when_its_agent_checks_in_and_when_a_command_finishes(
     assert!(news.try_recv().is_err(), "news without anything new");
     agent_task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_api_serves_the_media_a_machine_boots_from_with_a_new_token() {
+    let (ca, api) = start_fresh().await;
+    let listen: SocketAddr = api
+        .url()
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let replaced = api
+        .publish_media("lab-0", &[MAC.into()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = api
+        .publish_media("lab-0", &[MAC.into()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let http = https_client(&ca);
+    let (_, before) = fetch_boot_config(&http, &url).await;
+    let snapshot = api.snapshot();
+    drop(api);
+
+    let api = start(&ca, listen, snapshot).await;
+    let (status, config) = fetch_boot_config(&http, &url).await;
+    let (again, same) = fetch_boot_config(&http, &url).await;
+    let (by_mac, network) =
+        fetch_boot_config(&http, &format!("{}/v1/network-boot/{MAC}", api.url())).await;
+    let (old, _) = fetch_boot_config(&http, &replaced).await;
+
+    assert_eq!(status, reqwest::StatusCode::OK);
+    let config = config.unwrap_or_else(|| panic!("no boot configuration"));
+    let before = before.unwrap_or_else(|| panic!("no boot configuration before the restart"));
+    assert_ne!(config.token, before.token, "the token was kept somewhere");
+    assert_eq!(
+        (again, same),
+        (reqwest::StatusCode::OK, Some(config.clone()))
+    );
+    assert_eq!(
+        (by_mac, network),
+        (reqwest::StatusCode::OK, Some(config.clone()))
+    );
+    assert_eq!(
+        old,
+        reqwest::StatusCode::NOT_FOUND,
+        "replaced media came back"
+    );
+    let hello = http
+        .post(format!("{}/v1/hosts/lab-0/hello", api.url()))
+        .bearer_auth(&config.token)
+        .json(&serde_json::json!({"version": 1, "macs": [MAC], "agentVersion": "test"}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(hello.status().is_success(), "{}", hello.status());
+    assert!(api.connected("lab-0"));
+    let saved = serde_json::to_string(&api.snapshot()).unwrap_or_default();
+    let id = url.rsplit('/').next().unwrap_or_default();
+    assert!(!saved.contains(id), "the media id was saved");
+}

@@ -2,13 +2,17 @@
 //! standard-steps components, the real deploy agent on simulated machines, the embedded API
 //! server. A host registers, is inspected by the agent, becomes available, gets an image
 //! written to its disk, boots it, and is cleaned again; an operator killed in the middle of
-//! the image write resumes without writing the image twice. A host behind an IPMI BMC, which
+//! the image write resumes without writing the image twice, and one killed before a machine
+//! booted its deploy media serves the media again. A host behind an IPMI BMC, which
 //! has no virtual media, boots the deploy agent from the network instead.
 
 mod site;
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use ingot_api::metal3::ProvisioningState;
-use ingot_lab::machine::{Activity, Machine};
+use ingot_lab::machine::{Activity, BootOverride, Faults, Machine, MachineEvent};
 use site::{IMAGE, Site, disk_head, image_head};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -60,6 +64,94 @@ async fn an_operator_killed_while_writing_the_image_resumes_without_writing_it_a
     assert_eq!(site.lab.image_downloads(&format!("{IMAGE}.raw")), 1);
 
     restarted.stop().await;
+}
+
+/// Deploy media live only in the operator's memory (the token they carry is never saved). A
+/// machine that boots from its media after the operator restarted still gets its agent: the
+/// restarted operator serves the media again at the URL the machine holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_machine_booting_its_deploy_media_after_an_operator_restart_still_gets_its_agent() {
+    let site = Site::start().await;
+    let machine = site.machine("lab-0");
+    machine.set_faults(Faults {
+        agent_crash: true,
+        ..Faults::default()
+    });
+    let operator = site.start_operator().await;
+    site.create_host("node-0", "lab-0").await;
+    site.wait_for_step(&operator, "node-0", "boot-deploy-media")
+        .await;
+    wait_for_activity(&machine, |activity| {
+        matches!(activity, Activity::AgentStopped { .. })
+    })
+    .await;
+
+    operator.kill();
+    let restarted = site.start_operator().await;
+    machine.set_faults(Faults::default());
+    boot_from_cd_until_the_agent_runs(&machine).await;
+
+    site.wait_for("node-0", ProvisioningState::Available).await;
+    restarted.stop().await;
+}
+
+/// Boots the machine from its virtual CD, as its firmware would after a slow start, until a boot
+/// runs the deploy agent: the media is served again only once the restarted operator has looked
+/// at the host.
+async fn boot_from_cd_until_the_agent_runs(machine: &Arc<Machine>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = machine.history().len();
+        machine.set_boot(BootOverride {
+            boot_source_override_target: "Cd".into(),
+            boot_source_override_enabled: "Once".into(),
+            boot_source_override_mode: "UEFI".into(),
+        });
+        machine
+            .reset("ForceRestart")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let booted = wait_for_boot(machine, seen).await;
+        if matches!(booted, Activity::Agent { .. }) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the machine found no deploy media after the restart: {booted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What the machine's first boot after its first `seen` events booted into.
+async fn wait_for_boot(machine: &Machine, seen: usize) -> Activity {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let booted = machine
+            .history()
+            .into_iter()
+            .skip(seen)
+            .find_map(|event| match event {
+                MachineEvent::Booted { activity } => Some(activity),
+                _ => None,
+            });
+        if let Some(activity) = booted {
+            return activity;
+        }
+        assert!(Instant::now() < deadline, "the machine did not boot");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_for_activity(machine: &Machine, wanted: impl Fn(&Activity) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !wanted(&machine.status().activity) {
+        assert!(
+            Instant::now() < deadline,
+            "machine: {:?}",
+            machine.status().activity
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
