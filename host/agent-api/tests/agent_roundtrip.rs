@@ -67,6 +67,14 @@ async fn start_fresh() -> (CertificateAuthority, AgentApi) {
     (ca, api)
 }
 
+/// The address the API listens on, for a restart on the same one.
+fn listen_address(api: &AgentApi) -> SocketAddr {
+    api.url()
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 async fn wait_final(api: &AgentApi, host: &str, id: &str) -> CommandState {
     for _ in 0..200 {
         if let Ok(state) = api.status(host, id)
@@ -93,11 +101,7 @@ fn https_client(ca: &CertificateAuthority) -> reqwest::Client {
 async fn the_agent_runs_commands_and_a_restarted_api_gets_the_ledgered_result() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (ca, api) = start_fresh().await;
-    let listen: SocketAddr = api
-        .url()
-        .trim_start_matches("https://")
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let listen = listen_address(&api);
     let token = api
         .register_host("node-0", &[MAC.to_uppercase()])
         .unwrap_or_else(|e| panic!("{e}"));
@@ -421,11 +425,7 @@ async fn news_names_a_host_when_its_agent_checks_in_and_when_a_command_finishes(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_api_serves_the_media_a_machine_boots_from_with_a_new_token() {
     let (ca, api) = start_fresh().await;
-    let listen: SocketAddr = api
-        .url()
-        .trim_start_matches("https://")
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let listen = listen_address(&api);
     let replaced = api
         .publish_media("lab-0", &[MAC.into()])
         .unwrap_or_else(|e| panic!("{e}"));
