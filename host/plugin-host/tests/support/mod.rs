@@ -229,16 +229,13 @@ impl FakeBmc {
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
-                let request = match &tls {
-                    None => exchange(stream, &response).await,
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(stream) => exchange(stream, &response).await,
-                        Err(_) => None,
-                    },
-                };
-
-                if let Some(request) = request {
-                    log.lock().expect("log").push(request);
+                match &tls {
+                    None => exchange(stream, &response, &log).await,
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            exchange(stream, &response, &log).await;
+                        }
+                    }
                 }
             }
         });
@@ -268,8 +265,9 @@ fn response(status: u16, headers: &[(String, String)], body: &str) -> String {
     )
 }
 
-/// Reads one request and writes the response.
-async fn exchange<S>(mut stream: S, response: &str) -> Option<Received>
+/// Reads one request, logs it and writes the response. The request is logged before the client
+/// has its answer, so a test that looks at the log after a call finds the call's request there.
+async fn exchange<S>(mut stream: S, response: &str, log: &std::sync::Mutex<Vec<Received>>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -279,9 +277,11 @@ where
     let mut chunk = [0_u8; 4096];
 
     let request = loop {
-        let read = stream.read(&mut chunk).await.ok()?;
+        let Ok(read) = stream.read(&mut chunk).await else {
+            return;
+        };
         if read == 0 {
-            return None;
+            return;
         }
         buffer.extend_from_slice(&chunk[..read]);
         if let Some(request) = parse(&buffer) {
@@ -289,9 +289,9 @@ where
         }
     };
 
+    log.lock().expect("log").push(request);
     let _ = stream.write_all(response.as_bytes()).await;
     let _ = stream.shutdown().await;
-    Some(request)
 }
 
 fn parse(buffer: &[u8]) -> Option<Received> {
