@@ -8,7 +8,11 @@
 //! ```text
 //! make plugins && cargo bench -p ingot-e2e --bench operator_process            # 1,000 and 10,000
 //! make plugins && cargo bench -p ingot-e2e --bench operator_process -- 200    # other sizes
+//! make plugins && cargo bench -p ingot-e2e --bench operator_process -- 3000 --no-machines
 //! ```
+//!
+//! `--no-machines` runs the operator without its machine loop, which keeps a cache of every
+//! BareMetalHost of its own: the difference is what that loop costs.
 
 #[path = "../tests/chaos"]
 #[allow(
@@ -38,6 +42,7 @@ const COUNT_EVERY: Duration = Duration::from_secs(5);
 /// The operator's figures for one fleet.
 struct Measured {
     hosts: usize,
+    without_machines: bool,
     to_available: Duration,
     peak_rss_mib: f64,
     rss_mib: f64,
@@ -47,9 +52,10 @@ struct Measured {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let fleets = fleet_sizes();
+    let without_machines = std::env::args().any(|arg| arg == "--no-machines");
     let mut measured = Vec::new();
     for hosts in fleets {
-        let run = measure(hosts).await;
+        let run = measure(hosts, without_machines).await;
         print_run(&run);
         measured.push(run);
     }
@@ -69,11 +75,14 @@ fn fleet_sizes() -> Vec<usize> {
     }
 }
 
-async fn measure(hosts: usize) -> Measured {
+async fn measure(hosts: usize, without_machines: bool) -> Measured {
     eprintln!("starting the API server and a lab of {hosts} machines");
     let mut site = Site::start(hosts).await;
     fleet::install_plugins_before_start(&site.client).await;
     site.lift_requeue_bound();
+    if without_machines {
+        site.add_operator_arg("--no-machines");
+    }
     site.start_operator();
     fleet::wait_for_plugins(&site.client).await;
     let pid = site
@@ -88,6 +97,7 @@ async fn measure(hosts: usize) -> Measured {
     let status = proc_status(pid);
     Measured {
         hosts,
+        without_machines,
         to_available,
         peak_rss_mib: status_kib(&status, "VmHWM:") / 1024.0,
         rss_mib: status_kib(&status, "VmRSS:") / 1024.0,
@@ -170,7 +180,15 @@ fn clock_ticks_per_second() -> f64 {
 fn print_run(run: &Measured) {
     let hosts = run.hosts as f64;
     println!();
-    println!("== the operator process with {} hosts ==", run.hosts);
+    println!(
+        "== the operator process with {} hosts{} ==",
+        run.hosts,
+        if run.without_machines {
+            ", without the machine loop"
+        } else {
+            ""
+        }
+    );
     println!(
         "creation -> available: {:.1} s; operator CPU {:.1} s ({:.1} ms per host)",
         run.to_available.as_secs_f64(),

@@ -88,6 +88,11 @@ impl Site {
             .retain(|arg| !arg.starts_with("--max-requeue-ms"));
     }
 
+    /// Adds `arg` to the operator's command line from its next start on.
+    pub fn add_operator_arg(&mut self, arg: &str) {
+        self.operator_args.push(arg.to_owned());
+    }
+
     /// The operator's process id, while it runs.
     pub fn operator_pid(&self) -> Option<u32> {
         self.operator.as_ref().map(Process::id)
