@@ -177,8 +177,11 @@ impl Shared {
         macs: &[String],
         key: &str,
     ) -> Result<BootConfig, Error> {
-        let token = self.register_host(host, macs)?;
-        self.lock().set_media(host, key)?;
+        let token = random_hex()?;
+        let mut store = self.lock();
+        store.register_host(host, macs, &token);
+        store.set_media(host, key)?;
+        drop(store);
         self.changed();
 
         let config = self.boot_config(host, &token);

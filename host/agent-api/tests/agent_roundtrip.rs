@@ -267,17 +267,26 @@ async fn published_media_boots_one_agent_and_republishing_revokes_it() {
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let stale_hello = http
-        .post(format!("{}/v1/hosts/lab-0/hello", api.url()))
-        .bearer_auth(&config.token)
-        .json(&serde_json::json!({"version": 1, "macs": [MAC], "agentVersion": "test"}))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let stale_hello = say_hello(&http, &api, "lab-0", &config.token).await;
 
     assert_ne!(first, second);
     assert_eq!(stale.status(), reqwest::StatusCode::NOT_FOUND);
     assert_eq!(stale_hello.status(), reqwest::StatusCode::UNAUTHORIZED);
+}
+
+/// An agent's hello for `host` with `token`, as the agent sends it.
+async fn say_hello(
+    http: &reqwest::Client,
+    api: &AgentApi,
+    host: &str,
+    token: &str,
+) -> reqwest::Response {
+    http.post(format!("{}/v1/hosts/{host}/hello", api.url()))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"version": 1, "macs": [MAC], "agentVersion": "test"}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Fetches `url` and returns its status and, on success, the boot configuration it serves.
@@ -461,13 +470,7 @@ async fn a_restarted_api_serves_the_media_a_machine_boots_from_with_a_new_token(
         reqwest::StatusCode::NOT_FOUND,
         "replaced media came back"
     );
-    let hello = http
-        .post(format!("{}/v1/hosts/lab-0/hello", api.url()))
-        .bearer_auth(&config.token)
-        .json(&serde_json::json!({"version": 1, "macs": [MAC], "agentVersion": "test"}))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let hello = say_hello(&http, &api, "lab-0", &config.token).await;
     assert!(hello.status().is_success(), "{}", hello.status());
     assert!(api.connected("lab-0"));
     let saved = serde_json::to_string(&api.snapshot()).unwrap_or_default();

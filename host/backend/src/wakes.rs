@@ -39,14 +39,10 @@ impl Wakes {
 
     /// Notes the name of the host with `uid`, so that it can be woken by UID.
     pub(crate) fn remember(&self, uid: &str, namespace: &str, name: &str) {
-        let mut hosts = self.hosts();
-        if !hosts.contains_key(uid) {
-            let wake = Wake {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-            };
-            hosts.insert(uid.to_owned(), wake);
-        }
+        self.hosts().entry(uid.to_owned()).or_insert_with(|| Wake {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
     }
 
     pub(crate) fn forget(&self, uid: &str) {
