@@ -18,6 +18,9 @@
 
 mod credentials;
 mod host_data;
+mod recorder;
+
+pub use recorder::{EventRecorder, Occurrence, Reporter};
 mod writes;
 
 #[cfg(test)]
@@ -31,7 +34,6 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -122,7 +124,7 @@ pub struct Context<F: ProvisionerFactory> {
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Publishes Kubernetes events.
-    pub recorder: Recorder,
+    pub recorder: EventRecorder,
     /// How long one reconcile may take before it is abandoned and retried.
     pub reconcile_timeout: Duration,
     /// The longest a host waits before it is looked at again, whatever its step asked for.
@@ -141,9 +143,9 @@ impl<F: ProvisionerFactory> Context<F> {
     ) -> Self {
         let reporter = Reporter {
             controller: CONTROLLER_NAME.to_string(),
-            instance: Some(instance.to_string()),
+            instance: instance.to_string(),
         };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let recorder = EventRecorder::new(client.clone(), reporter);
         Context {
             client,
             factory,
@@ -170,6 +172,7 @@ pub async fn run<F: ProvisionerFactory>(
     // annotation, finalizer and deletion changes do.
     let trigger = watcher(hosts, watcher::Config::default())
         .default_backoff()
+        .modify(forget_managed_fields)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(host_change_hash, Default::default());
@@ -192,6 +195,13 @@ pub async fn run<F: ProvisionerFactory>(
             }
         })
         .await;
+}
+
+/// Drops a host's managedFields before it is cached: the controller never reads them, and with
+/// a status as large as a host's they were two thirds of each cached host (heap profile of 3,000
+/// hosts: 20.5 of 31.9 MB).
+fn forget_managed_fields(host: &mut BareMetalHost) {
+    host.managed_fields_mut().clear();
 }
 
 /// A hash of what should wake a host: generation, annotations, finalizers and deletion.
@@ -434,17 +444,17 @@ async fn publish_events<F: ProvisionerFactory>(
     let reference = host.object_ref(&());
     for event in events {
         context.metrics.observe_event(&event);
-        let kube_event = Event {
+        let occurrence = Occurrence {
             type_: match event.kind {
-                EventKind::Normal => EventType::Normal,
-                EventKind::Warning => EventType::Warning,
+                EventKind::Normal => "Normal",
+                EventKind::Warning => "Warning",
             },
             reason: event.reason.clone(),
-            note: Some(event.message.clone()),
-            action: event.reason.clone(),
-            secondary: host.spec.consumer_ref.clone(),
+            note: event.message.clone(),
+            regarding: reference.clone(),
+            related: host.spec.consumer_ref.clone(),
         };
-        if let Err(error) = context.recorder.publish(&kube_event, &reference).await {
+        if let Err(error) = context.recorder.publish(&occurrence).await {
             tracing::warn!(reason = %event.reason, error = %error, "cannot publish event");
         }
     }
