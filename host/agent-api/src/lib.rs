@@ -23,10 +23,10 @@
 //! across hosts.
 
 pub mod liveness;
+mod served;
 pub mod store;
 pub mod tls;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,10 +42,11 @@ use hyper_util::service::TowerToHyperService;
 use ingot_agent::bootconfig::BootConfig;
 use ingot_agent::protocol::{Command, Hello, PROTOCOL_VERSION, Report, Welcome};
 use serde::Deserialize;
+use served::ServedMedia;
 use tokio::sync::{Notify, broadcast, watch};
 
 pub use liveness::DEFAULT_SILENCE_LIMIT;
-pub use store::{CommandState, Snapshot};
+pub use store::{CommandState, HostRecord, Snapshot};
 pub use tls::CertificateAuthority;
 
 /// Longest long-poll the server holds open.
@@ -99,24 +100,15 @@ pub struct AgentApiConfig {
     pub silence_limit: Duration,
 }
 
-/// Deploy media published for one host.
-struct PublishedMedia {
-    /// The host it boots an agent for.
-    host: String,
-    /// The host's boot MAC addresses, lower-case: network boot hands the media to these.
-    macs: Vec<String>,
-    /// The boot configuration it carries.
-    config: BootConfig,
-}
-
 struct Shared {
     /// Base URL of the API, as agents reach it.
     url: String,
     /// The API's CA certificate, which agents trust.
     ca_pem: String,
     store: Mutex<store::Store>,
-    /// Published deploy media by the SHA-256 of the media id (the secret part of its URL).
-    media: Mutex<HashMap<String, PublishedMedia>>,
+    /// Published deploy media, by host, by the SHA-256 of the media id (the secret part of
+    /// its URL) and by MAC.
+    media: Mutex<ServedMedia>,
     /// Woken whenever a command is queued, so long-polls return at once.
     queued: Notify,
     /// Bumped on every change, for callers that persist or react to progress.
@@ -139,7 +131,7 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn media(&self) -> MutexGuard<'_, HashMap<String, PublishedMedia>> {
+    fn media(&self) -> MutexGuard<'_, ServedMedia> {
         self.media
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -172,7 +164,7 @@ impl Shared {
     /// media id), in place of its earlier media. `media` is the held lock of the served media.
     fn serve_media(
         &self,
-        media: &mut HashMap<String, PublishedMedia>,
+        media: &mut ServedMedia,
         host: &str,
         macs: &[String],
         key: &str,
@@ -185,13 +177,7 @@ impl Shared {
         self.changed();
 
         let config = self.boot_config(host, &token);
-        media.retain(|_, published| published.host != host);
-        let published = PublishedMedia {
-            host: host.to_owned(),
-            macs: macs.iter().map(|mac| mac.to_lowercase()).collect(),
-            config: config.clone(),
-        };
-        media.insert(key.to_owned(), published);
+        media.publish(host, key, macs, config.clone());
         Ok(config)
     }
 
@@ -200,8 +186,8 @@ impl Shared {
     /// booting an agent now, so no older agent of that host is still running.
     fn media_config(&self, key: &str) -> Option<BootConfig> {
         let mut media = self.media();
-        if let Some(published) = media.get(key) {
-            return Some(published.config.clone());
+        if let Some(config) = media.by_key(key) {
+            return Some(config.clone());
         }
         let (host, macs) = self.lock().media_owner(key)?;
         tracing::info!(host = %host, "deploy media served again after a restart");
@@ -212,11 +198,8 @@ impl Shared {
     /// (lower-case), published again after a restart like [`Shared::media_config`].
     fn network_boot_config(&self, mac: &str) -> Option<BootConfig> {
         let mut media = self.media();
-        let live = media
-            .values()
-            .find(|published| published.macs.iter().any(|known| known == mac));
-        if let Some(published) = live {
-            return Some(published.config.clone());
+        if let Some(config) = media.by_mac(mac) {
+            return Some(config.clone());
         }
         let (host, key, macs) = self.lock().media_of_mac(mac)?;
         tracing::info!(host = %host, "deploy media served again by network boot after a restart");
@@ -283,7 +266,7 @@ impl AgentApi {
             url: url.clone(),
             ca_pem: config.ca.cert_pem.clone(),
             store: Mutex::new(store::Store::from_snapshot(snapshot, Instant::now())),
-            media: Mutex::new(HashMap::new()),
+            media: Mutex::new(ServedMedia::default()),
             queued: Notify::new(),
             changes: watch::channel(0).0,
             saved: watch::channel(0).0,
@@ -316,7 +299,7 @@ impl AgentApi {
     /// Forgets a host, its commands and its deploy media.
     pub fn remove_host(&self, host: &str) {
         self.shared.lock().remove_host(host);
-        self.shared.media().retain(|_, media| media.host != host);
+        self.shared.media().forget(host);
         self.shared.changed();
     }
 
@@ -387,9 +370,16 @@ impl AgentApi {
         Ok(())
     }
 
-    /// The state to persist; pass it to [`AgentApi::start`] after a restart.
+    /// The whole state to persist; pass it to [`AgentApi::start`] after a restart.
     pub fn snapshot(&self) -> Snapshot {
         self.shared.lock().snapshot().clone()
+    }
+
+    /// The hosts whose part of the state changed since the last call, each with its record now
+    /// (`None` once forgotten), to be persisted host by host; the records saved, gathered in a
+    /// [`Snapshot`], are what [`AgentApi::start`] takes after a restart.
+    pub fn take_changes(&self) -> Vec<(String, Option<HostRecord>)> {
+        self.shared.lock().take_changes()
     }
 
     /// The hosts whose agent has just checked in, or finished a command with its final report

@@ -5,7 +5,7 @@
 //! for a command of the reporting host. The whole state serialises to a [`Snapshot`] the
 //! operator stores, so queues survive an operator restart.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use ingot_agent::protocol::{
@@ -119,13 +119,15 @@ pub struct Snapshot {
     pub hosts: BTreeMap<String, HostRecord>,
 }
 
-/// The live state: the snapshot plus which hosts said hello since this process started and
-/// when their agents were last heard from.
+/// The live state: the snapshot plus which hosts said hello since this process started, when
+/// their agents were last heard from, and which hosts' records changed since they were last
+/// taken to be saved.
 #[derive(Debug, Default)]
 pub struct Store {
     snapshot: Snapshot,
     greeted: HashSet<String>,
     liveness: Liveness,
+    changed: BTreeSet<String>,
 }
 
 /// Hex SHA-256 of a token.
@@ -140,12 +142,25 @@ impl Store {
             snapshot,
             greeted: HashSet::new(),
             liveness: Liveness::new(now),
+            changed: BTreeSet::new(),
         }
     }
 
     /// The persistent part of the state.
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
+    }
+
+    /// The hosts whose record changed since the last call, each with its record now (`None`
+    /// once the host is forgotten), so that a caller can save only what changed.
+    pub fn take_changes(&mut self) -> Vec<(String, Option<HostRecord>)> {
+        std::mem::take(&mut self.changed)
+            .into_iter()
+            .map(|host| {
+                let record = self.snapshot.hosts.get(&host).cloned();
+                (host, record)
+            })
+            .collect()
     }
 
     /// Registers (or re-keys) a host; its queued commands are kept.
@@ -164,6 +179,7 @@ impl Store {
             });
         record.token_sha256 = token_sha256;
         record.macs = macs;
+        self.changed.insert(host.to_owned());
         self.greeted.remove(host);
         self.liveness.restart(host, Instant::now());
     }
@@ -198,7 +214,9 @@ impl Store {
 
     /// Forgets a host and its commands.
     pub fn remove_host(&mut self, host: &str) {
-        self.snapshot.hosts.remove(host);
+        if self.snapshot.hosts.remove(host).is_some() {
+            self.changed.insert(host.to_owned());
+        }
         self.greeted.remove(host);
         self.liveness.forget(host);
     }
@@ -285,13 +303,13 @@ impl Store {
         now: Instant,
     ) -> Result<&CommandState, Error> {
         let silence = self.liveness.silence(host, now);
-        let command = self.command_mut(host, id)?;
-        if !command.state.is_final() && silence > silence_limit {
-            command.state = CommandState::Lost {
+        let unfinished = !self.status(host, id)?.is_final();
+        if unfinished && silence > silence_limit {
+            self.command_mut(host, id)?.state = CommandState::Lost {
                 silent_seconds: silence.as_secs(),
             };
         }
-        Ok(&command.state)
+        self.status(host, id)
     }
 
     /// Drops a command (normally once its result has been consumed).
@@ -303,17 +321,18 @@ impl Store {
     /// The first unfinished command of the host, marked delivered. An unfinished command
     /// that was already delivered is delivered again: the agent answers from its ledger.
     pub fn next(&mut self, host: &str) -> Result<Option<CommandEnvelope>, Error> {
-        let record = self.host_mut(host)?;
-        let Some(command) = record.commands.iter_mut().find(|c| !c.state.is_final()) else {
+        let record = self.host(host)?;
+        let Some(command) = record.commands.iter().find(|c| !c.state.is_final()) else {
             return Ok(None);
         };
-        if command.state == CommandState::Pending {
-            command.state = CommandState::Delivered;
-        }
-        Ok(Some(CommandEnvelope {
+        let envelope = CommandEnvelope {
             id: command.id.clone(),
             command: command.command.clone(),
-        }))
+        };
+        if command.state == CommandState::Pending {
+            self.command_mut(host, &envelope.id)?.state = CommandState::Delivered;
+        }
+        Ok(Some(envelope))
     }
 
     /// Applies a report from the host's agent. Reports after the final one are ignored, so a
@@ -349,11 +368,15 @@ impl Store {
             .ok_or_else(|| Error::UnknownHost(host.to_owned()))
     }
 
+    /// The host's record, counted as changed.
     fn host_mut(&mut self, host: &str) -> Result<&mut HostRecord, Error> {
-        self.snapshot
+        let record = self
+            .snapshot
             .hosts
             .get_mut(host)
-            .ok_or_else(|| Error::UnknownHost(host.to_owned()))
+            .ok_or_else(|| Error::UnknownHost(host.to_owned()))?;
+        self.changed.insert(host.to_owned());
+        Ok(record)
     }
 }
 
@@ -464,6 +487,34 @@ mod tests {
             })
         );
         assert_eq!(store.snapshot().hosts["a"].commands.len(), 1);
+    }
+
+    #[test]
+    fn only_hosts_that_changed_are_taken_to_be_saved_and_only_once() {
+        let mut store = store();
+        store.take_changes();
+
+        assert_eq!(store.enqueue("a", "1", Command::Inventory), Ok(()));
+        let _ = store.status("a", "1");
+        store.remove_host("b");
+        let changes = store.take_changes();
+
+        let hosts: Vec<(&str, bool)> = changes
+            .iter()
+            .map(|(host, record)| (host.as_str(), record.is_some()))
+            .collect();
+        assert_eq!(hosts, [("a", true), ("b", false)]);
+        assert_eq!(changes[0].1.as_ref().map(|r| r.commands.len()), Some(1));
+        assert!(store.take_changes().is_empty());
+
+        let _ = store.next("a");
+        let _ = store.next("a");
+        assert_eq!(
+            store.take_changes().len(),
+            1,
+            "delivery is a change, a redelivery is not"
+        );
+        assert!(store.take_changes().is_empty());
     }
 
     const LIMIT: Duration = Duration::from_secs(60);

@@ -16,6 +16,7 @@
 //! live ISO) are phase runs whose progress is recorded per host, in a state directory when one
 //! is given, so that an operator restart resumes each host at the step it was on.
 
+mod agent_state;
 mod capacity;
 mod host;
 mod links;
@@ -25,8 +26,7 @@ mod wakes;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures::stream::BoxStream;
 use ingot_agent_api::{AgentApi, AgentApiConfig, CertificateAuthority, Snapshot};
@@ -50,9 +50,6 @@ const AUTHORITY_FILE: &str = "agent-ca.json";
 
 /// Directory in the state directory holding compiled plugins.
 const PLUGIN_CACHE_DIR: &str = "plugin-cache";
-
-/// File in the state directory holding the agent API's hosts and commands.
-const AGENT_SNAPSHOT_FILE: &str = "agent-api.json";
 
 /// Directory in the state directory holding one record per host.
 const RECORDS_DIR: &str = "hosts";
@@ -164,19 +161,16 @@ impl PluginBackend {
             Some(dir) => Records::open(&dir.join(RECORDS_DIR))?,
             None => Records::in_memory(),
         };
-        let snapshot_path = config
-            .state_dir
-            .as_ref()
-            .map(|dir| dir.join(AGENT_SNAPSHOT_FILE));
-        let snapshot = match &snapshot_path {
-            Some(path) => read_snapshot(path)?,
+        let snapshot = match &config.state_dir {
+            Some(dir) => agent_state::load(dir)?,
             None => Snapshot::default(),
         };
         let ca_pem = config.agent_api.ca.cert_pem.clone();
         let agent = Arc::new(AgentApi::start(config.agent_api, snapshot).await?);
-        if let Some(path) = snapshot_path {
+        if let Some(dir) = &config.state_dir {
             agent.acknowledge_reports_once_saved();
-            tokio::spawn(persist_snapshots(Arc::downgrade(&agent), path));
+            let hosts_dir = dir.join(agent_state::HOSTS_DIR);
+            tokio::spawn(agent_state::persist(Arc::downgrade(&agent), hosts_dir));
         }
 
         let records = Arc::new(records);
@@ -299,46 +293,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
-}
-
-fn read_snapshot(path: &Path) -> Result<Snapshot, BackendError> {
-    let error = |source: Box<dyn std::error::Error + Send + Sync>| BackendError::Snapshot {
-        path: path.to_owned(),
-        source,
-    };
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| error(e.into())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Snapshot::default()),
-        Err(e) => Err(error(e.into())),
-    }
-}
-
-/// Saves the agent API's state after every change, coalescing bursts, until the API is gone,
-/// and tells the API what is saved so that it can acknowledge the agents' final reports.
-async fn persist_snapshots(agent: Weak<AgentApi>, path: PathBuf) {
-    let Some(mut changes) = agent.upgrade().map(|agent| agent.changes()) else {
-        return;
-    };
-    while changes.changed().await.is_ok() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let Some(agent) = agent.upgrade() else {
-            return;
-        };
-        let generation = *changes.borrow_and_update();
-        let snapshot = agent.snapshot();
-        match write_snapshot(&path, &snapshot) {
-            Ok(()) => agent.saved(generation),
-            Err(error) => {
-                tracing::warn!(path = %path.display(), error = %error, "cannot save the agent API state");
-            }
-        }
-    }
-}
-
-fn write_snapshot(path: &Path, snapshot: &Snapshot) -> std::io::Result<()> {
-    let temporary = path.with_extension("json.tmp");
-    std::fs::write(&temporary, serde_json::to_vec(snapshot)?)?;
-    std::fs::rename(&temporary, path)
 }
 
 #[cfg(test)]
