@@ -3,7 +3,8 @@
 //! machines run the real deploy agent) in processes of their own, so that the figures are the
 //! operator's and nobody else's. The operator runs as in production: plugin backend, no bound
 //! on requeue delays, 20 hosts busy at once. For each N it also prints the same figures per host,
-//! and the growth from the smallest fleet to the largest.
+//! the number of host reconciles (from the operator's metrics), and the growth from the
+//! smallest fleet to the largest.
 //!
 //! ```text
 //! make plugins && cargo bench -p ingot-e2e --bench operator_process            # 1,000 and 10,000
@@ -11,8 +12,8 @@
 //! make plugins && cargo bench -p ingot-e2e --bench operator_process -- 3000 --no-machines
 //! ```
 //!
-//! `--no-machines` runs the operator without its machine loop, which keeps a cache of every
-//! BareMetalHost of its own: the difference is what that loop costs.
+//! `--no-machines` runs the operator without its machine loop, which watches every
+//! BareMetalHost too: the difference is what that loop costs.
 
 #[path = "../tests/chaos"]
 #[allow(
@@ -47,6 +48,8 @@ struct Measured {
     peak_rss_mib: f64,
     rss_mib: f64,
     cpu: Duration,
+    reconciles: f64,
+    failed_reconciles: f64,
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -95,6 +98,7 @@ async fn measure(hosts: usize, without_machines: bool) -> Measured {
     let to_available = started.elapsed();
 
     let status = proc_status(pid);
+    let metrics = site.operator_metrics().await;
     Measured {
         hosts,
         without_machines,
@@ -102,7 +106,18 @@ async fn measure(hosts: usize, without_machines: bool) -> Measured {
         peak_rss_mib: status_kib(&status, "VmHWM:") / 1024.0,
         rss_mib: status_kib(&status, "VmRSS:") / 1024.0,
         cpu: cpu_time(pid),
+        reconciles: metric(&metrics, "ingot_reconcile_duration_seconds_count"),
+        failed_reconciles: metric(&metrics, "ingot_reconcile_failures_total"),
     }
+}
+
+/// The value of an unlabelled metric in the operator's Prometheus text.
+fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 /// A generous bound, so that a stuck fleet ends the run with a count instead of hanging.
@@ -201,6 +216,14 @@ fn print_run(run: &Measured) {
         run.rss_mib,
         run.peak_rss_mib * 1024.0 / hosts
     );
+    println!(
+        "host reconciles: {:.0} ({:.1} per host; {:.2} ms of operator CPU per reconcile), \
+         {:.0} of them failed and retried (write conflicts included)",
+        run.reconciles,
+        run.reconciles / hosts,
+        run.cpu.as_secs_f64() * 1e3 / run.reconciles,
+        run.failed_reconciles
+    );
 }
 
 /// Per-host cost of the largest fleet against the smallest, and the memory goal.
@@ -214,16 +237,19 @@ fn print_growth(runs: &[Measured]) {
             (
                 run.cpu.as_secs_f64() / run.hosts as f64,
                 run.peak_rss_mib / run.hosts as f64,
+                run.reconciles / run.hosts as f64,
             )
         };
-        let ((small_cpu, small_rss), (large_cpu, large_rss)) = (per_host(small), per_host(large));
+        let (small_cpu, small_rss, small_reconciles) = per_host(small);
+        let (large_cpu, large_rss, large_reconciles) = per_host(large);
         println!();
         println!(
-            "from {} to {} hosts: CPU per host {:.2}x, peak memory per host {:.2}x",
+            "from {} to {} hosts: CPU per host {:.2}x, peak memory per host {:.2}x, reconciles per host {:.2}x",
             small.hosts,
             large.hosts,
             large_cpu / small_cpu.max(f64::EPSILON),
-            large_rss / small_rss.max(f64::EPSILON)
+            large_rss / small_rss.max(f64::EPSILON),
+            large_reconciles / small_reconciles.max(f64::EPSILON)
         );
     }
     if let Some(run) = runs.iter().find(|run| run.hosts == 10_000) {

@@ -31,6 +31,7 @@ pub struct Site {
     lab: Process,
     operator: Option<Process>,
     operator_args: Vec<String>,
+    operator_endpoints: SocketAddr,
     restarts: u32,
     /// A client of the API server.
     pub client: Client,
@@ -57,8 +58,10 @@ impl Site {
         let agent_api = free_tcp_address();
         let ca = agent_ca_file(&root);
         let (lab, lab_url) = start_lab(&binary, &root, machines, &ca, agent_api);
+        let operator_endpoints = free_tcp_address();
         Site {
-            operator_args: operator_args(&root, agent_api),
+            operator_args: operator_args(&root, agent_api, operator_endpoints),
+            operator_endpoints,
             binary,
             dir,
             apiserver,
@@ -91,6 +94,20 @@ impl Site {
     /// Adds `arg` to the operator's command line from its next start on.
     pub fn add_operator_arg(&mut self, arg: &str) {
         self.operator_args.push(arg.to_owned());
+    }
+
+    /// The operator's Prometheus metrics, as text.
+    pub async fn operator_metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.operator_endpoints);
+        self.http
+            .get(url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .unwrap_or_else(|e| panic!("operator metrics: {e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("operator metrics: {e}"))
     }
 
     /// The operator's process id, while it runs.
@@ -302,7 +319,7 @@ pub fn plugin_file(file: &str) -> PathBuf {
     plugin_dir().join(file)
 }
 
-fn operator_args(root: &Path, agent_api: SocketAddr) -> Vec<String> {
+fn operator_args(root: &Path, agent_api: SocketAddr, endpoints: SocketAddr) -> Vec<String> {
     vec![
         "operator".to_string(),
         format!(
@@ -314,7 +331,7 @@ fn operator_args(root: &Path, agent_api: SocketAddr) -> Vec<String> {
         format!("--state-dir={}", root.join("operator").display()),
         format!("--agent-api-listen={agent_api}"),
         format!("--agent-api-url=https://{agent_api}"),
-        format!("--endpoints={}", free_tcp_address()),
+        format!("--endpoints={endpoints}"),
         "--no-leader-election".to_string(),
         "--max-requeue-ms=1000".to_string(),
     ]
