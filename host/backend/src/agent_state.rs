@@ -65,6 +65,7 @@ pub async fn persist(agent: Weak<AgentApi>, dir: PathBuf) {
         // Every change up to this generation is in the records taken right after.
         let generation = *changes.borrow_and_update();
         unsaved.extend(agent.take_changes());
+        // Saving drops a host from `unsaved`; a host whose file could not be written stays.
         unsaved.retain(|host, record| save_host(&dir, host, record.as_ref()).is_err());
         if unsaved.is_empty() {
             agent.saved(generation);
