@@ -14,9 +14,10 @@ use std::time::Duration;
 use ingot_agent_api::{AgentApi, HostRecord, Snapshot};
 
 use crate::BackendError;
+use crate::files::{remove_if_present, write_atomically};
 
 /// Directory in the state directory holding one file per agent API host.
-pub const HOSTS_DIR: &str = "agent-hosts";
+const HOSTS_DIR: &str = "agent-hosts";
 
 /// The single file earlier versions kept the whole agent API state in.
 const LEGACY_FILE: &str = "agent-api.json";
@@ -50,9 +51,10 @@ pub fn load(state_dir: &Path) -> Result<Snapshot, BackendError> {
     Ok(Snapshot { hosts })
 }
 
-/// Saves each change of the agent API's hosts until the API is gone, and tells the API what is
-/// saved so that it can acknowledge the agents' final reports.
-pub async fn persist(agent: Weak<AgentApi>, dir: PathBuf) {
+/// Saves each change of the agent API's hosts in `state_dir` until the API is gone, and tells
+/// the API what is saved so that it can acknowledge the agents' final reports.
+pub async fn persist(agent: Weak<AgentApi>, state_dir: PathBuf) {
+    let dir = state_dir.join(HOSTS_DIR);
     let Some(mut changes) = agent.upgrade().map(|agent| agent.changes()) else {
         return;
     };
@@ -113,19 +115,6 @@ fn file_name(host: &str) -> String {
 fn host_of(path: &Path) -> Option<String> {
     let stem = path.file_name()?.to_str()?.strip_suffix(".json")?;
     String::from_utf8(hex::decode(stem).ok()?).ok()
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let temporary = path.with_extension("json.tmp");
-    std::fs::write(&temporary, bytes)?;
-    std::fs::rename(&temporary, path)
-}
-
-fn remove_if_present(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
-        _ => Ok(()),
-    }
 }
 
 fn state_error(

@@ -18,6 +18,7 @@
 
 mod agent_state;
 mod capacity;
+mod files;
 mod host;
 mod links;
 mod phases;
@@ -169,8 +170,7 @@ impl PluginBackend {
         let agent = Arc::new(AgentApi::start(config.agent_api, snapshot).await?);
         if let Some(dir) = &config.state_dir {
             agent.acknowledge_reports_once_saved();
-            let hosts_dir = dir.join(agent_state::HOSTS_DIR);
-            tokio::spawn(agent_state::persist(Arc::downgrade(&agent), hosts_dir));
+            tokio::spawn(agent_state::persist(Arc::downgrade(&agent), dir.clone()));
         }
 
         let records = Arc::new(records);

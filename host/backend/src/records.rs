@@ -15,6 +15,8 @@ use ingot_plugin_host::bindings::steps::Phase;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::files::{remove_if_present, write_atomically};
+
 /// Why the records could not be loaded or saved.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {
@@ -289,15 +291,7 @@ impl Records {
         let Some(path) = self.path_of(uid) else {
             return Ok(());
         };
-        match std::fs::remove_file(&path) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                Err(RecordsError::Write {
-                    path,
-                    source: error,
-                })
-            }
-            _ => Ok(()),
-        }
+        remove_if_present(&path).map_err(|source| RecordsError::Write { path, source })
     }
 
     /// Whether the host has a phase under way.
@@ -320,15 +314,13 @@ impl Records {
         let Some(path) = self.path_of(uid) else {
             return Ok(());
         };
-        let temporary = path.with_extension("json.tmp");
         let write_error = |source| RecordsError::Write {
             path: path.clone(),
             source,
         };
 
         let bytes = serde_json::to_vec(record).map_err(|e| write_error(e.into()))?;
-        std::fs::write(&temporary, bytes).map_err(write_error)?;
-        std::fs::rename(&temporary, &path).map_err(write_error)
+        write_atomically(&path, &bytes).map_err(write_error)
     }
 
     fn path_of(&self, uid: &str) -> Option<PathBuf> {
