@@ -69,6 +69,13 @@ impl FailureGuard {
         false
     }
 
+    /// Lets the next caller after the cooldown have the trial that was under way: its caller
+    /// gave up before the plugin answered, which says nothing about the plugin. Without this,
+    /// an abandoned trial would keep the guard half-open, refusing every call, for ever.
+    pub fn abandon_trial(&mut self) {
+        self.trial_in_flight = false;
+    }
+
     /// Records a successful call (a domain error counts as success: the
     /// plugin worked).
     pub fn record_success(&mut self) {
@@ -144,15 +151,18 @@ mod tests {
         assert_eq!(guard.state(), GuardState::Closed);
     }
 
-    #[test]
-    fn half_open_trial_closes_or_reopens() {
+    /// A guard opened by failures at `start`, and a moment after its cooldown.
+    fn opened_at(start: Instant) -> (FailureGuard, Instant) {
         let mut guard = FailureGuard::new(settings());
-        let start = Instant::now();
         (0..3).for_each(|_| {
             guard.record_failure(start);
         });
+        (guard, start + Duration::from_secs(6))
+    }
 
-        let later = start + Duration::from_secs(6);
+    #[test]
+    fn half_open_trial_closes_or_reopens() {
+        let (mut guard, later) = opened_at(Instant::now());
         assert!(guard.admit(later));
         assert_eq!(guard.state(), GuardState::HalfOpen);
         assert!(!guard.admit(later), "only one trial at a time");
@@ -164,6 +174,17 @@ mod tests {
         assert!(guard.admit(later + Duration::from_secs(6)));
         guard.record_success();
         assert_eq!(guard.state(), GuardState::Closed);
+    }
+
+    #[test]
+    fn an_abandoned_trial_hands_the_trial_to_the_next_caller() {
+        let (mut guard, later) = opened_at(Instant::now());
+        assert!(guard.admit(later));
+
+        guard.abandon_trial();
+
+        assert_eq!(guard.state(), GuardState::Open);
+        assert!(guard.admit(later), "the next caller gets the trial");
     }
 
     #[test]

@@ -141,6 +141,37 @@ impl Slot {
     }
 }
 
+/// A call the failure guard let through. When it is the half-open guard's one trial and its
+/// caller gives up before the plugin answers (a deadline around a nested call, a cancelled
+/// reconcile), the trial goes to the next caller instead of staying taken for ever.
+struct Admitted<'a> {
+    guard: &'a Mutex<FailureGuard>,
+    is_trial: bool,
+    answered: bool,
+}
+
+impl<'a> Admitted<'a> {
+    fn new(guard: &'a Mutex<FailureGuard>) -> Option<Self> {
+        let mut state = locked(guard);
+        if !state.admit(Instant::now()) {
+            return None;
+        }
+        Some(Self {
+            guard,
+            is_trial: state.state() == GuardState::HalfOpen,
+            answered: false,
+        })
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if self.is_trial && !self.answered {
+            locked(self.guard).abandon_trial();
+        }
+    }
+}
+
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -321,11 +352,12 @@ impl Registry {
     ) -> Result<PluginReply, CallError> {
         let (slot, plugin) = self.serving(name)?;
 
-        if !locked(&slot.guard).admit(Instant::now()) {
+        let Some(mut admitted) = Admitted::new(&slot.guard) else {
             return self.refused(name, &plugin, call, scope).await;
-        }
+        };
 
         let result = self.runtime.call(&plugin, call, scope).await;
+        admitted.answered = true;
         self.record(name, &slot, &result);
         result
     }

@@ -319,6 +319,26 @@ async fn repeated_failures_trip_the_guard_and_fail_calls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trial_call_given_up_by_its_caller_leaves_the_trial_to_the_next_one() {
+    let registry = registry_with(guard());
+    trip(&registry, FailurePolicy::Fail).await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
+
+    let trial = registry.call("hostile", select("loop"), CallScope::default());
+    let gave_up = tokio::time::timeout(Duration::from_millis(100), trial).await;
+    assert!(gave_up.is_err(), "the looping trial call is still running");
+
+    registry
+        .call("hostile", select("echo"), CallScope::default())
+        .await
+        .expect("the next call is the trial");
+    assert_eq!(
+        registry.status("hostile").map(|status| status.guard),
+        Some(GuardState::Closed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ignore_policy_tells_callers_to_proceed_without_the_plugin() {
     let registry = registry_with(guard());
     trip(&registry, FailurePolicy::Ignore).await;
