@@ -2,8 +2,8 @@
 //!
 //! Requests can only reach the BMC of the host the call is for: the scheme,
 //! host and port come from the host's BMC address and the plugin supplies a
-//! path. Credentials are added here, at most one HTTP request per BMC is in
-//! flight, and responses are size-capped.
+//! path. Credentials are added here, at most one HTTP request per host's BMC
+//! is in flight, and responses are size-capped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,13 +26,24 @@ pub struct Transports {
     verifying: reqwest::Client,
     non_verifying: reqwest::Client,
     sessions: Mutex<HashMap<SessionKey, Session>>,
-    locks: Mutex<HashMap<String, Arc<Semaphore>>>,
+    locks: Mutex<HashMap<BmcKey, Arc<Semaphore>>>,
+}
+
+/// One host's BMC: its address and the host. A BMC board manages one host, so this is one
+/// lock per board. Hosts behind one Redfish service (a chassis manager, sushy-tools, the lab)
+/// share its address yet each has its own system there: one lock per address would queue
+/// every host's calls behind one another, and one slow system would make the calls of all the
+/// others miss their deadlines.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BmcKey {
+    authority: String,
+    host: String,
 }
 
 /// Whose session a token is: one plugin's, with one BMC, for one host. Hosts behind one
-/// Redfish service (a chassis manager, sushy-tools, the lab) share the BMC's address, and
-/// their calls run side by side: keyed by address alone, one call's login replaced another's
-/// token and its logout took the token from under the other.
+/// Redfish service share the BMC's address, and their calls run side by side: keyed by
+/// address alone, one call's login replaced another's token and its logout took the token
+/// from under the other.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SessionKey {
     plugin: String,
@@ -90,13 +101,17 @@ impl Transports {
         }
     }
 
-    fn lock_for(&self, target: &HttpTarget) -> Arc<Semaphore> {
+    fn lock_for(&self, target: &HttpTarget, host: &str) -> Arc<Semaphore> {
         let mut locks = self
             .locks
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let key = BmcKey {
+            authority: target.authority(),
+            host: host.to_owned(),
+        };
         locks
-            .entry(target.authority())
+            .entry(key)
             .or_insert_with(|| Arc::new(Semaphore::new(1)))
             .clone()
     }
@@ -343,7 +358,7 @@ impl HttpCall<'_> {
             .timeout(remaining)
             .body(body);
 
-        let lock = self.transports.lock_for(self.target);
+        let lock = self.transports.lock_for(self.target, self.host);
         let _permit = tokio::time::timeout(remaining, lock.acquire_owned())
             .await
             .map_err(|_| TransportError::Timeout)?

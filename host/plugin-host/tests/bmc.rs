@@ -289,6 +289,68 @@ async fn hosts_behind_one_bmc_address_keep_their_own_sessions() {
     );
 }
 
+/// A BMC that never answers the first connection it accepts, and answers every later one at
+/// once: a system hanging on its first request.
+async fn bmc_hanging_on_its_first_request() -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            if held.is_empty() {
+                held.push(stream);
+                continue;
+            }
+            let mut head = [0_u8; 4096];
+            let _ = stream.read(&mut head).await;
+            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    (port, server)
+}
+
+/// One request at a time goes to a host's BMC, but hosts behind one address (a Redfish
+/// service with a system each) do not wait for one another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_bmc_request_holds_up_its_own_host_only() {
+    let (port, _server) = bmc_hanging_on_its_first_request().await;
+    let transports = Transports::new(&[]).expect("transports");
+    let target = HttpTarget::from_address(&address(port));
+    let credentials = BmcCredentials::new("admin", "pw");
+    let within = |host, limit| HttpCall {
+        deadline: Instant::now() + limit,
+        ..call_for(&transports, &target, &credentials, host)
+    };
+    let get = || request("GET", "/redfish/v1/Systems/1", "", Credentials::Basic);
+
+    let hanging_call = within("default/host-1", Duration::from_secs(2));
+    let hung = hanging_call.send(get());
+    let meanwhile = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let other_host = within("default/host-2", Duration::from_secs(1))
+            .send(get())
+            .await;
+        let same_host = within("default/host-1", Duration::from_millis(300))
+            .send(get())
+            .await;
+        (other_host, same_host)
+    };
+    let (hung, (other_host, same_host)) = tokio::join!(hung, meanwhile);
+
+    assert!(matches!(hung, Ok(Err(TransportError::Timeout))), "{hung:?}");
+    let answered = other_host.expect("allowed").expect("answered");
+    assert_eq!(answered.status, 200);
+    assert!(
+        matches!(same_host, Ok(Err(TransportError::Timeout))),
+        "the host's second request waits for its first: {same_host:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_cannot_set_authentication_headers() {
     let bmc = FakeBmc::start(200, Vec::new(), "{}").await;
