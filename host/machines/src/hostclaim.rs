@@ -10,6 +10,7 @@ use ingot_api::METAL3_GROUP;
 use ingot_api::metal3::{
     BareMetalHost, HostClaim, HostClaimStatus, NamespacedName, ProvisioningState,
 };
+use ingot_operator::turns::Turns;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -22,7 +23,7 @@ use crate::eligibility::{Consumer, Wanted, state};
 use crate::hostspec::{Deployment, ReleaseOptions, deployment_patch};
 use crate::labels::LabelQuery;
 use crate::metal3machine::{
-    Context, Error, WAITING_FOR_AVAILABLE_HOST, WAITING_FOR_HOST_PROVISIONING, bounded,
+    Context, Error, WAITING_FOR_AVAILABLE_HOST, WAITING_FOR_HOST_PROVISIONING, in_turn,
 };
 use crate::objects::{add_finalizer, remove_finalizer, write_status};
 
@@ -274,9 +275,9 @@ fn error_policy(claim: Arc<HostClaim>, error: &Error, ctx: Arc<Context>) -> Acti
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let claims: Api<HostClaim> = Api::all(ctx.client.clone());
     let hosts: Api<BareMetalHost> = Api::all(ctx.client.clone());
-    let controller = Controller::new(claims, watcher::Config::default()).with_config(
-        kube::runtime::controller::Config::default().concurrency(ctx.settings.workers),
-    );
+    let controller = Controller::new(claims, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(0));
+    let turns = Turns::new(ctx.settings.workers);
     let store = controller.store();
 
     controller
@@ -288,9 +289,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
                     .is_none_or(|status| status.bare_metal_host.is_none())
             })
         })
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(turns.close_on(shutdown))
         .run(
-            |object, ctx| async move { bounded(&ctx.clone(), reconcile(object, ctx)).await },
+            move |object, ctx| in_turn(turns.clone(), ctx, object, reconcile),
             error_policy,
             ctx,
         )

@@ -33,6 +33,7 @@ use ingot_api::metal3::{
     BareMetalHost, CustomDeploy, HardwareData, HardwareDetails, Image, ProvisioningState,
 };
 use ingot_api::{CAPI_GROUP, CAPM3_GROUP};
+use ingot_operator::turns::Turns;
 use k8s_openapi::api::core::v1::{ObjectReference, SecretReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch};
@@ -146,6 +147,25 @@ pub enum Error {
     /// The reconcile took longer than [`Settings::reconcile_timeout`].
     #[error("the reconcile did not finish within {0:?}")]
     TimedOut(Duration),
+}
+
+/// Waits for a turn (kube's own concurrency bound starves objects when saturated; see
+/// [`Turns`]), then runs `reconcile` on `object` within [`bounded`]. The reconcile future is
+/// only allocated once the turn is there, so each object waiting costs little.
+pub async fn in_turn<K, R, F>(
+    turns: Turns,
+    ctx: Arc<Context>,
+    object: Arc<K>,
+    reconcile: R,
+) -> Result<Action, Error>
+where
+    R: FnOnce(Arc<K>, Arc<Context>) -> F,
+    F: Future<Output = Result<Action, Error>>,
+{
+    let Some(_turn) = turns.take().await else {
+        return Ok(Action::await_change());
+    };
+    bounded(&ctx.clone(), Box::pin(reconcile(object, ctx))).await
 }
 
 /// Runs `reconcile` under the context's reconcile timeout.
@@ -926,9 +946,9 @@ fn error_policy(machine: Arc<Metal3Machine>, error: &Error, ctx: Arc<Context>) -
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let machines: Api<Metal3Machine> = Api::all(client.clone());
-    let controller = Controller::new(machines, watcher::Config::default()).with_config(
-        kube::runtime::controller::Config::default().concurrency(ctx.settings.workers),
-    );
+    let controller = Controller::new(machines, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(0));
+    let turns = Turns::new(ctx.settings.workers);
     let store = controller.store();
     let waiting_store = store.clone();
 
@@ -952,9 +972,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             watcher::Config::default(),
             move |cluster| machines_of_cluster(&cluster, &store),
         )
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(turns.close_on(shutdown))
         .run(
-            |machine, ctx| async move { bounded(&ctx.clone(), reconcile(machine, ctx)).await },
+            move |machine, ctx| in_turn(turns.clone(), ctx, machine, reconcile),
             error_policy,
             ctx,
         )

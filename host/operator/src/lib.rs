@@ -9,6 +9,7 @@
 //! - [`annotations`], [`host`]: how annotations and spec fields are read.
 //! - [`backoff`]: retry delays after failures.
 //! - [`fake`]: a scripted in-memory provisioner for tests and benchmarks.
+//! - [`turns`]: fair turns for reconciles when more hosts are due than workers can take.
 
 pub mod admission;
 pub mod annotations;
@@ -26,4 +27,5 @@ pub mod outcome;
 pub mod provisioner;
 pub mod runner;
 pub mod state_machine;
+pub mod turns;
 pub mod webhook;

@@ -26,6 +26,7 @@ pub struct Metrics {
     errors: Family<Labels, Counter>,
     events: Family<Labels, Counter>,
     reconcile_duration: Histogram,
+    reconcile_queue_wait: Histogram,
     reconcile_failures: Counter,
     provisioner_calls: Family<Labels, Histogram>,
     provisioner_failures: Family<Labels, Counter>,
@@ -52,6 +53,7 @@ impl Metrics {
         let errors = Family::<Labels, Counter>::default();
         let events = Family::<Labels, Counter>::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let reconcile_queue_wait = Histogram::new(exponential_buckets(0.001, 2.0, 20));
         let reconcile_failures = Counter::default();
         let provisioner_calls = Family::<Labels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -69,6 +71,11 @@ impl Metrics {
             "reconcile_duration_seconds",
             "Duration of one host reconcile",
             reconcile_duration.clone(),
+        );
+        registry.register(
+            "reconcile_queue_wait_seconds",
+            "Time from a host falling due to its reconcile starting",
+            reconcile_queue_wait.clone(),
         );
         registry.register(
             "reconcile_failures",
@@ -92,6 +99,7 @@ impl Metrics {
             errors,
             events,
             reconcile_duration,
+            reconcile_queue_wait,
             reconcile_failures,
             provisioner_calls,
             provisioner_failures,
@@ -102,6 +110,11 @@ impl Metrics {
     /// Records the duration of one reconcile.
     pub fn observe_reconcile(&self, elapsed: Duration) {
         self.reconcile_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records how long a host due for a reconcile waited for its turn.
+    pub fn observe_queue_wait(&self, waited: Duration) {
+        self.reconcile_queue_wait.observe(waited.as_secs_f64());
     }
 
     /// Counts a reconcile that ended in a transient error.

@@ -33,6 +33,8 @@ const WAIT: Duration = Duration::from_secs(30);
 struct Cluster {
     client: Client,
     backend: FakeBackend,
+    workers: u16,
+    max_requeue: Duration,
     metrics: Arc<Metrics>,
     stop: Option<oneshot::Sender<()>>,
     controller: Option<tokio::task::JoinHandle<()>>,
@@ -42,6 +44,12 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Cluster::start_with(8, Duration::from_millis(300)).await
+    }
+
+    /// A cluster whose controller has `workers` reconciles at once and looks at every host
+    /// again at most `max_requeue` after the last time.
+    async fn start_with(workers: u16, max_requeue: Duration) -> Cluster {
         let dir = tempfile::tempdir().expect("temporary directory");
         let server = ApiServerBuilder::new(dir.path())
             .start()
@@ -55,6 +63,8 @@ impl Cluster {
         let mut cluster = Cluster {
             client,
             backend,
+            workers,
+            max_requeue,
             metrics,
             stop: None,
             controller: None,
@@ -79,13 +89,13 @@ impl Cluster {
             self.metrics.clone(),
             "test",
         );
-        context.max_requeue = Some(Duration::from_millis(300));
+        context.max_requeue = Some(self.max_requeue);
         context.reconcile_timeout = Duration::from_secs(2);
         let (stop, stopped) = oneshot::channel::<()>();
         self.stop = Some(stop);
         self.controller = Some(tokio::spawn(controller::run(
             Arc::new(context),
-            8,
+            self.workers,
             async move {
                 let _ = stopped.await;
             },
@@ -385,6 +395,26 @@ async fn host_goes_from_registration_to_provisioned_and_back() {
         metrics = cluster.metrics.render();
     }
     assert!(metrics.contains("ingot_reconcile_duration_seconds_count"));
+    cluster.stop().await;
+}
+
+/// One worker, and every host asking to be looked at again a millisecond after each look:
+/// far more hosts are due than the worker can take, yet every host gets its turns and becomes
+/// available. Left to kube's own concurrency bound, the worker served the same two or three
+/// hosts again and again, and the others were never reconciled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_host_gets_its_turns_when_more_are_due_than_workers_can_take() {
+    let cluster = Cluster::start_with(1, Duration::from_millis(1)).await;
+    let names: Vec<String> = (0..24).map(|index| format!("due-{index}")).collect();
+    for name in &names {
+        cluster.host_with_secret(name, json!({})).await;
+    }
+
+    for name in &names {
+        cluster
+            .wait_for_state(name, ProvisioningState::Available)
+            .await;
+    }
     cluster.stop().await;
 }
 

@@ -48,6 +48,7 @@ use crate::model::{BareMetalHost, ProvisioningState};
 use crate::outcome::Outcome;
 use crate::provisioner::{HostData, Provisioner, ProvisionerError, ProvisionerFactory};
 use crate::state_machine::{HostStateMachine, ReconcileInput, Settings};
+use crate::turns::Turns;
 
 pub use credentials::{CredentialsError, SECRET_FINALIZER, SECRET_LABEL, SECRET_LABEL_VALUE};
 pub use writes::{HARDWARE_DATA_FINALIZER, HOST_FINALIZER};
@@ -179,16 +180,22 @@ pub async fn run<F: ProvisionerFactory>(
     let secret_config =
         watcher::Config::default().labels(&format!("{SECRET_LABEL}={SECRET_LABEL_VALUE}"));
 
+    // kube's own concurrency bound starves hosts when saturated; see [`Turns`].
     let mut controller = Controller::for_stream(trigger, reader)
         .watches(secrets, secret_config, owning_hosts)
-        .with_config(kube::runtime::Config::default().concurrency(concurrency));
+        .with_config(kube::runtime::Config::default().concurrency(0));
     if let Some(wakes) = context.factory.wakes() {
         controller = controller
             .reconcile_on(wakes.map(|wake| ObjectRef::new(&wake.name).within(&wake.namespace)));
     }
+    let turns = Turns::new(concurrency);
     controller
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::<F>, error_policy::<F>, context)
+        .graceful_shutdown_on(turns.close_on(shutdown))
+        .run(
+            move |host, context| reconcile_in_turn(host, context, turns.clone()),
+            error_policy::<F>,
+            context,
+        )
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(error = %error, "controller event");
@@ -262,6 +269,21 @@ pub fn host_key(host: &BareMetalHost) -> String {
         host.namespace().unwrap_or_default(),
         host.name_any()
     )
+}
+
+/// Waits for a turn, then reconciles. The big reconcile future is only allocated once the
+/// turn is there, so each host waiting costs little.
+async fn reconcile_in_turn<F: ProvisionerFactory>(
+    host: Arc<BareMetalHost>,
+    context: Arc<Context<F>>,
+    turns: Turns,
+) -> Result<Action, Error> {
+    let due = Instant::now();
+    let Some(_turn) = turns.take().await else {
+        return Ok(Action::await_change());
+    };
+    context.metrics.observe_queue_wait(due.elapsed());
+    Box::pin(reconcile(host, context)).await
 }
 
 async fn reconcile<F: ProvisionerFactory>(
