@@ -14,7 +14,8 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `ingot <args>`, appending its output to `log`.
+    /// Starts `ingot <args>`, appending its output to `log`. Logs at `info`, or as the
+    /// test's own `RUST_LOG` says.
     pub fn spawn(binary: &Path, args: &[String], log: &Path) -> Process {
         let file = open_log(log);
         let stderr = file
@@ -22,7 +23,7 @@ impl Process {
             .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let child = Command::new(binary)
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log_filter())
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(stderr)
@@ -72,6 +73,10 @@ impl Process {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+fn log_filter() -> String {
+    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned())
 }
 
 impl Drop for Process {
