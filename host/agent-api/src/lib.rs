@@ -317,11 +317,15 @@ impl AgentApi {
     /// The URL is the only way to obtain the new token, so it is unguessable (a random id) and
     /// served over the API's TLS. Earlier media of the host stop working, and so does any agent
     /// still running with the old token: after this call, only an agent booted from the new
-    /// media counts as connected. A restarted API serves the media again, with a new token,
-    /// when a machine fetches it: only the SHA-256 of its id is saved.
+    /// media counts as connected. The commands still queued for the host are dropped: they
+    /// were for an agent of an earlier boot, and the agent booted from the new media must not
+    /// run them (an image write left over from a failed deployment would otherwise run during
+    /// the cleaning that follows it). A restarted API serves the media again, with a new
+    /// token, when a machine fetches it: only the SHA-256 of its id is saved.
     pub fn publish_media(&self, host: &str, macs: &[String]) -> Result<String, Error> {
         let id = random_hex()?;
         let mut media = self.shared.media();
+        self.shared.lock().drop_commands(host);
         self.shared
             .serve_media(&mut media, host, macs, &store::token_hash(&id))?;
         Ok(format!("{}/v1/media/{id}", self.shared.url))

@@ -212,6 +212,16 @@ impl Store {
         })
     }
 
+    /// Drops every command queued for the host, finished or not.
+    pub fn drop_commands(&mut self, host: &str) {
+        if let Some(record) = self.snapshot.hosts.get_mut(host)
+            && !record.commands.is_empty()
+        {
+            record.commands.clear();
+            self.changed.insert(host.to_owned());
+        }
+    }
+
     /// Forgets a host and its commands.
     pub fn remove_host(&mut self, host: &str) {
         if self.snapshot.hosts.remove(host).is_some() {

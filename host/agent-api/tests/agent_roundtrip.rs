@@ -168,6 +168,45 @@ async fn the_agent_runs_commands_and_a_restarted_api_gets_the_ledgered_result() 
     agent_task.abort();
 }
 
+/// A deployment whose agent died mid-write fails; the cleaning that follows boots new media.
+/// The agent booted from it runs the cleaning's commands, never the dead agent's image write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_booted_from_new_media_never_runs_the_commands_of_an_earlier_boot() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (ca, api) = start_fresh().await;
+    api.publish_media("lab-0", &[MAC.into()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    api.enqueue("lab-0", "deploy-1.write-image", Command::Sync)
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let url = api
+        .publish_media("lab-0", &[MAC.into()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    api.enqueue("lab-0", "deprovision-2.erase", Command::Inventory)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, config) = fetch_boot_config(&https_client(&ca), &url).await;
+    let config = config.unwrap_or_else(|| panic!("no boot configuration"));
+    let agent = Agent::new(
+        config,
+        Arc::new(hardware(dir.path())),
+        dir.path().to_owned(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let agent_task = tokio::spawn(async move { agent.run().await });
+
+    let cleaning = wait_final(&api, "lab-0", "deprovision-2.erase").await;
+
+    assert!(
+        matches!(cleaning, CommandState::Succeeded { .. }),
+        "{cleaning:?}"
+    );
+    assert!(
+        api.status("lab-0", "deploy-1.write-image").is_err(),
+        "the earlier boot's command is still queued"
+    );
+    agent_task.abort();
+}
+
 #[tokio::test]
 async fn hosts_cannot_see_or_answer_each_others_commands() {
     let (ca, api) = start_fresh().await;
