@@ -16,7 +16,7 @@ use crate::records::Records;
 
 /// How long a slot stays held for a host that was admitted but has not started its run, for
 /// example because it took another way meanwhile.
-const CLAIM_LIFETIME: Duration = Duration::from_secs(60);
+pub(crate) const CLAIM_LIFETIME: Duration = Duration::from_secs(60);
 
 /// The slots for hosts with a phase under way, and the hosts holding one before their run.
 pub(crate) struct Capacity {
@@ -111,6 +111,16 @@ impl Capacity {
         handed
     }
 
+    /// When the oldest claim runs out, if any: its slot is then free for the next in line.
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        let slots = self.slots();
+        slots
+            .claims
+            .values()
+            .min()
+            .map(|since| *since + CLAIM_LIFETIME)
+    }
+
     /// Gives up the host's claim and its place in line: its run has started, and counts as
     /// busy, or the host is gone.
     pub(crate) fn release(&self, uid: &str) {
@@ -172,6 +182,22 @@ mod tests {
 
         capacity.release("uid-2");
         assert!(capacity.admit("uid-3", &records));
+    }
+
+    #[test]
+    fn an_unused_claim_runs_out_after_its_lifetime() {
+        let records = Records::in_memory();
+        let capacity = Capacity::new(1);
+        assert_eq!(capacity.next_expiry(), None);
+
+        let before = Instant::now();
+        assert!(capacity.admit("uid-1", &records));
+        let expiry = capacity.next_expiry().expect("a claim is held");
+
+        assert!(expiry >= before + CLAIM_LIFETIME);
+        assert!(expiry <= Instant::now() + CLAIM_LIFETIME);
+        capacity.release("uid-1");
+        assert_eq!(capacity.next_expiry(), None);
     }
 
     #[test]

@@ -400,6 +400,10 @@ impl Provisioner for HostProvisioner {
             .admit(&self.host.uid, &self.shared.records))
     }
 
+    fn wakes_hosts_given_capacity(&self) -> bool {
+        true
+    }
+
     async fn has_power_failure(&self) -> bool {
         self.shared
             .records

@@ -1,12 +1,14 @@
 //! Waking hosts whose wait is over, so that they move on at once instead of at their next
 //! requeue: a host whose deploy agent checked in or finished a command, and a host given a busy
-//! slot that has come free.
+//! slot that has come free (a phase ended, or a slot held for a host that never used it ran
+//! out).
 //!
 //! Wakes only hasten what requeues would do anyway, so one missed (a full backlog, a host not
 //! yet seen by this operator) costs time, never correctness.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Instant;
 
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
@@ -14,6 +16,7 @@ use ingot_operator::provisioner::Wake;
 use tokio::sync::broadcast;
 
 use crate::Shared;
+use crate::capacity::CLAIM_LIFETIME;
 use crate::records::Records;
 
 /// Wakes not yet taken by the controller, beyond which the oldest are dropped.
@@ -141,16 +144,48 @@ async fn wake_on_agent_news(shared: Weak<Shared>, mut news: broadcast::Receiver<
     }
 }
 
-/// Each time a busy host's phase ends, hands the free slots to the hosts waiting longest and
-/// wakes them.
+/// Each time a busy host's phase ends or a held slot runs out, hands the free slots to the
+/// hosts waiting longest and wakes them. Delayed hosts count on this wake: their own requeue is
+/// only a fallback.
 async fn hand_out_freed_slots(shared: Weak<Shared>, records: Arc<Records>) {
     loop {
-        records.slot_freed().await;
+        let expiry = shared
+            .upgrade()
+            .and_then(|shared| shared.capacity.next_expiry());
+        slot_freed_or_expired(&records, expiry).await;
         let Some(shared) = shared.upgrade() else {
             continue;
         };
         for uid in shared.capacity.hand_out(&records) {
             shared.wakes.wake(&uid);
         }
+    }
+}
+
+/// Resolves when a busy host's phase ends or the claim expiring at `expiry` runs out, and at
+/// the latest after a claim's lifetime: a claim made meanwhile cannot run out before then, so
+/// looking again after that long misses none.
+async fn slot_freed_or_expired(records: &Records, expiry: Option<Instant>) {
+    let latest = Instant::now() + CLAIM_LIFETIME;
+    let until = expiry.map_or(latest, |expiry| expiry.min(latest));
+    let _ = tokio::time::timeout_at(until.into(), records.slot_freed()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_wait_for_a_free_slot_ends_when_a_claim_runs_out() {
+        let records = Records::in_memory();
+        let started = Instant::now();
+
+        slot_freed_or_expired(&records, Some(started + Duration::from_millis(200))).await;
+
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        assert!(waited < CLAIM_LIFETIME, "{waited:?}");
     }
 }

@@ -170,6 +170,32 @@ async fn an_externally_provisioned_host_without_an_image_is_deprovisioned_when_h
     operator.stop().await;
 }
 
+/// More hosts than the backend's busy slots (four in the site), with the production delays:
+/// a host refused a slot waits for a wake when one frees up, with ten minutes as its own
+/// fallback, so every host gets through in the time the inspections themselves take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hosts_beyond_the_busy_slots_are_woken_in_turn_instead_of_polling() {
+    const HOSTS: u32 = 7;
+    let site = Site::start_with_machines(HOSTS).await;
+    let operator = site.start_operator_with(None).await;
+    let names: Vec<String> = (0..HOSTS).map(|index| format!("node-{index}")).collect();
+    for (index, name) in names.iter().enumerate() {
+        site.create_host(name, &format!("lab-{index}")).await;
+    }
+
+    let started = tokio::time::Instant::now();
+    for name in &names {
+        site.wait_for(name, ProvisioningState::Available).await;
+    }
+
+    assert!(
+        started.elapsed() < RETRY_AFTER_FIRST_ERROR,
+        "hosts waited for their own requeue, not for a wake: {:?}",
+        started.elapsed()
+    );
+    operator.stop().await;
+}
+
 /// The operator keeps its production delays here: after the registration error the host is
 /// not looked at again for two minutes, so only the Secret edit itself can wake it in time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

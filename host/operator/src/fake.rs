@@ -8,6 +8,7 @@
 //! error instead.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -153,6 +154,7 @@ pub struct FakeMachine {
 pub struct FakeBackend {
     machines: Arc<Mutex<BTreeMap<String, FakeMachine>>>,
     no_capacity: Arc<Mutex<bool>>,
+    wakes_hosts_given_capacity: Arc<AtomicBool>,
 }
 
 impl FakeBackend {
@@ -196,6 +198,13 @@ impl FakeBackend {
             .no_capacity
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = !available;
+    }
+
+    /// Makes every provisioner say (or stop saying) that it wakes delayed hosts once there is
+    /// capacity for them. The fake itself wakes nobody: this is for the state machine's tests.
+    pub fn set_wakes_hosts_given_capacity(&self, wakes: bool) {
+        self.wakes_hosts_given_capacity
+            .store(wakes, Ordering::Relaxed);
     }
 
     fn has_capacity(&self) -> bool {
@@ -490,6 +499,12 @@ impl Provisioner for FakeProvisioner {
     async fn has_capacity(&self) -> Result<bool, ProvisionerError> {
         self.machine(|machine| machine.calls.push(Call::HasCapacity));
         Ok(self.backend.has_capacity())
+    }
+
+    fn wakes_hosts_given_capacity(&self) -> bool {
+        self.backend
+            .wakes_hosts_given_capacity
+            .load(Ordering::Relaxed)
     }
 
     async fn has_power_failure(&self) -> bool {

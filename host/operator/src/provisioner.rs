@@ -368,6 +368,13 @@ pub trait Provisioner: Send + Sync {
     /// Whether the backend can take on one more inspection, provisioning or deprovisioning.
     fn has_capacity(&self) -> impl Future<Output = Result<bool, ProvisionerError>> + Send;
 
+    /// Whether a host refused capacity is woken as soon as there is capacity for it. Its
+    /// requeue is then only a fallback for a lost wake, and can be long: a host waiting in a
+    /// long line is not looked at again and again for nothing.
+    fn wakes_hosts_given_capacity(&self) -> bool {
+        false
+    }
+
     /// Whether the last power change failed at the BMC.
     fn has_power_failure(&self) -> impl Future<Output = bool> + Send;
 

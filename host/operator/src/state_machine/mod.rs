@@ -50,6 +50,10 @@ use crate::provisioner::{HostConfig, Provisioner};
 /// How often a host without BMC details, or a detached host, is looked at again.
 pub const SLOW_POLL: Duration = Duration::from_secs(600);
 
+/// How soon a delayed host is looked at again when the provisioner wakes it once there is
+/// capacity for it: only a wake that got lost waits this long.
+pub const WOKEN_DELAY_FALLBACK: Duration = Duration::from_secs(600);
+
 /// How often the power state of a host in a steady state is checked.
 pub const POWER_POLL: Duration = Duration::from_secs(60);
 
@@ -256,7 +260,11 @@ impl<'a, P: Provisioner> HostStateMachine<'a, P> {
     fn delay(&mut self) -> Outcome {
         let changed = self.status().operational_status != OperationalStatus::Delayed;
         self.status_mut().operational_status = OperationalStatus::Delayed;
-        let requeue_after = backoff(1, self.settings.jitter.as_ref());
+        let requeue_after = if self.provisioner.wakes_hosts_given_capacity() {
+            WOKEN_DELAY_FALLBACK
+        } else {
+            backoff(1, self.settings.jitter.as_ref())
+        };
         if changed {
             Outcome::Delayed { requeue_after }
         } else {

@@ -1075,6 +1075,27 @@ async fn delayed_host_resumes_when_capacity_returns() {
 }
 
 #[tokio::test]
+async fn a_delayed_host_waits_long_when_the_provisioner_wakes_it_once_there_is_room() {
+    let harness = Harness::new();
+    let mut host = HostBuilder::in_state(S::Available).image(IMAGE).build();
+    harness.mirror(&host);
+    harness.backend.set_capacity(false);
+
+    let polling = harness.step(&mut host).await;
+    harness.backend.set_wakes_hosts_given_capacity(true);
+    let waiting_for_a_wake = harness.step(&mut host).await;
+
+    assert!(
+        polling.outcome.requeue_after() <= Some(Duration::from_secs(120)),
+        "without wakes, a delayed host looks again within the first backoff"
+    );
+    assert_eq!(
+        waiting_for_a_wake.outcome.requeue_after(),
+        Some(WOKEN_DELAY_FALLBACK)
+    );
+}
+
+#[tokio::test]
 async fn a_failing_image_stops_at_the_retry_limit_and_an_image_change_resets_it() {
     let harness = Harness::new();
     let mut host = HostBuilder::in_state(S::Available).image(IMAGE).build();
