@@ -3,8 +3,8 @@
 //! machines run the real deploy agent) in processes of their own, so that the figures are the
 //! operator's and nobody else's. The operator runs as in production: plugin backend, no bound
 //! on requeue delays, 20 hosts busy at once. For each N it also prints the same figures per host,
-//! the number of host reconciles (from the operator's metrics), and the growth from the
-//! smallest fleet to the largest.
+//! the number of host reconciles and how long hosts due waited for a worker (from the
+//! operator's metrics), and the growth from the smallest fleet to the largest.
 //!
 //! ```text
 //! make plugins && cargo bench -p ingot-e2e --bench operator_process            # 1,000 and 10,000
@@ -50,6 +50,15 @@ struct Measured {
     cpu: Duration,
     reconciles: f64,
     failed_reconciles: f64,
+    queue_wait: QueueWait,
+}
+
+/// How long hosts due for a reconcile waited for a worker, from the operator's histogram.
+struct QueueWait {
+    mean_ms: f64,
+    /// Upper bounds of the histogram buckets holding the median and the 99th percentile.
+    median_at_most_ms: f64,
+    p99_at_most_ms: f64,
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -108,7 +117,36 @@ async fn measure(hosts: usize, without_machines: bool) -> Measured {
         cpu: cpu_time(pid),
         reconciles: metric(&metrics, "ingot_reconcile_duration_seconds_count"),
         failed_reconciles: metric(&metrics, "ingot_reconcile_failures_total"),
+        queue_wait: queue_wait(&metrics),
     }
+}
+
+const QUEUE_WAIT: &str = "ingot_reconcile_queue_wait_seconds";
+
+fn queue_wait(metrics: &str) -> QueueWait {
+    let count = metric(metrics, &format!("{QUEUE_WAIT}_count"));
+    let sum = metric(metrics, &format!("{QUEUE_WAIT}_sum"));
+    QueueWait {
+        mean_ms: sum * 1e3 / count,
+        median_at_most_ms: bucket_bound(metrics, 0.5 * count) * 1e3,
+        p99_at_most_ms: bucket_bound(metrics, 0.99 * count) * 1e3,
+    }
+}
+
+/// The upper bound of the first queue-wait bucket holding at least `rank` observations.
+fn bucket_bound(metrics: &str, rank: f64) -> f64 {
+    let prefix = format!("{QUEUE_WAIT}_bucket{{le=\"");
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let (bound, count) = line.strip_prefix(&prefix)?.split_once("\"} ")?;
+            Some((
+                bound.parse::<f64>().ok()?,
+                count.trim().parse::<f64>().ok()?,
+            ))
+        })
+        .find(|(_, cumulative)| *cumulative >= rank)
+        .map_or(f64::NAN, |(bound, _)| bound)
 }
 
 /// The value of an unlabelled metric in the operator's Prometheus text.
@@ -223,6 +261,10 @@ fn print_run(run: &Measured) {
         run.reconciles / hosts,
         run.cpu.as_secs_f64() * 1e3 / run.reconciles,
         run.failed_reconciles
+    );
+    println!(
+        "reconcile queue wait: mean {:.1} ms, median at most {} ms, 99th percentile at most {} ms",
+        run.queue_wait.mean_ms, run.queue_wait.median_at_most_ms, run.queue_wait.p99_at_most_ms
     );
 }
 
