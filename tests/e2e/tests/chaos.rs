@@ -18,7 +18,8 @@
 //! ```
 //!
 //! The seed is printed at the start and in every failure. A failed run keeps its directory
-//! (process logs, operator state, lab disks) and prints where it is.
+//! (process logs, operator state, lab disks) and prints where it is. The processes log at
+//! `info`, or as `RUST_LOG` says (e.g. `RUST_LOG=info,ingot_backend=debug` for a replay).
 
 #[allow(
     dead_code,
