@@ -40,6 +40,15 @@ struct BmcKey {
     host: String,
 }
 
+impl BmcKey {
+    fn of(target: &HttpTarget, host: &str) -> Self {
+        Self {
+            authority: target.authority(),
+            host: host.to_owned(),
+        }
+    }
+}
+
 /// Whose session a token is: one plugin's, with one BMC, for one host. Hosts behind one
 /// Redfish service share the BMC's address, and their calls run side by side: keyed by
 /// address alone, one call's login replaced another's token and its logout took the token
@@ -47,8 +56,7 @@ struct BmcKey {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SessionKey {
     plugin: String,
-    authority: String,
-    host: String,
+    bmc: BmcKey,
 }
 
 /// A session token held for one plugin, one BMC and one host.
@@ -106,12 +114,8 @@ impl Transports {
             .locks
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let key = BmcKey {
-            authority: target.authority(),
-            host: host.to_owned(),
-        };
         locks
-            .entry(key)
+            .entry(BmcKey::of(target, host))
             .or_insert_with(|| Arc::new(Semaphore::new(1)))
             .clone()
     }
@@ -119,8 +123,7 @@ impl Transports {
     fn session_key(plugin: &str, target: &HttpTarget, host: &str) -> SessionKey {
         SessionKey {
             plugin: plugin.to_owned(),
-            authority: target.authority(),
-            host: host.to_owned(),
+            bmc: BmcKey::of(target, host),
         }
     }
 
