@@ -99,12 +99,8 @@ impl Site {
     /// The operator's Prometheus metrics, as text.
     pub async fn operator_metrics(&self) -> String {
         let url = format!("http://{}/metrics", self.operator_endpoints);
-        self.http
-            .get(url)
-            .send()
+        self.get(&url, "operator metrics")
             .await
-            .and_then(reqwest::Response::error_for_status)
-            .unwrap_or_else(|e| panic!("operator metrics: {e}"))
             .text()
             .await
             .unwrap_or_else(|e| panic!("operator metrics: {e}"))
@@ -199,15 +195,21 @@ impl Site {
     /// The lab's download counts of the image: `started` and `completedByHost` (by host UID).
     pub async fn image_downloads(&self) -> Value {
         let url = format!("{}/lab/v1/images/{IMAGE}/downloads", self.lab_url);
+        self.get(&url, "image downloads")
+            .await
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("image downloads: {e}"))
+    }
+
+    /// A successful answer to a GET of `url`; `what` names it in the failure.
+    async fn get(&self, url: &str, what: &str) -> reqwest::Response {
         self.http
             .get(url)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .unwrap_or_else(|e| panic!("image downloads: {e}"))
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("image downloads: {e}"))
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
     }
 }
 
