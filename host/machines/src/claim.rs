@@ -12,6 +12,9 @@
 //! - A host whose `consumerRef` already names the consumer is returned first, whatever its
 //!   state: a claim interrupted after the host was written but before the consumer recorded
 //!   it is completed rather than repeated.
+//! - A consumer keeps one host. Should a race between controller instances leave it named by
+//!   more than one, each instance keeps the same one ([`keep_order`]) and hands the others
+//!   back, cleaning them first if they were deployed to.
 //! - For the same hosts and the same consumer the choice is the same (see
 //!   [`crate::selection`]).
 
@@ -22,7 +25,9 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Map, Value, json};
 
-use crate::eligibility::{Consumer, FAILURE_DOMAIN_LABEL, NODE_REUSE_LABEL, Sorted, Wanted, state};
+use crate::eligibility::{
+    Consumer, FAILURE_DOMAIN_LABEL, NODE_REUSE_LABEL, Sorted, Wanted, keep_order, state,
+};
 use crate::hostspec::{ReleaseOptions, ReleaseStep, release_step};
 use crate::selection::{Candidate, SelectionError, SelectionRequest, Selectors};
 
@@ -82,6 +87,20 @@ pub enum Releasing {
     Waiting(String),
 }
 
+impl Releasing {
+    /// Where two releases stand together: done when both are, looked at again at once if
+    /// either asks, waiting otherwise.
+    fn and(self, other: Releasing) -> Releasing {
+        match (self, other) {
+            (Releasing::Retry, _) | (_, Releasing::Retry) => Releasing::Retry,
+            (Releasing::Waiting(message), _) | (_, Releasing::Waiting(message)) => {
+                Releasing::Waiting(message)
+            }
+            (Releasing::Done, Releasing::Done) => Releasing::Done,
+        }
+    }
+}
+
 /// What a consumer asks the engine for.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
@@ -129,16 +148,15 @@ impl ClaimEngine {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    /// The host whose `consumerRef` names `consumer`, if any.
+    /// The host `consumer` holds, if any: the first of [`Self::all_held`].
     pub async fn held(&self, consumer: &Consumer) -> Result<Option<BareMetalHost>, ClaimError> {
-        let hosts = self.list(&consumer.namespace).await?;
+        Ok(self.all_held(consumer).await?.into_iter().next())
+    }
 
-        Ok(hosts.into_iter().find(|host| {
-            host.spec
-                .consumer_ref
-                .as_ref()
-                .is_some_and(|reference| consumer.is(reference))
-        }))
+    /// Every host whose `consumerRef` names `consumer`, the one to keep first.
+    async fn all_held(&self, consumer: &Consumer) -> Result<Vec<BareMetalHost>, ClaimError> {
+        let hosts = self.list(&consumer.namespace).await?;
+        Ok(named_by(hosts, consumer))
     }
 
     /// Returns the host `request.consumer` holds, or claims one.
@@ -150,6 +168,8 @@ impl ClaimEngine {
             let usage = domain_usage(&hosts, &request.host_labels);
             let sorted = Sorted::new(hosts, &request.consumer, &request.wanted);
             if let Some(host) = sorted.mine {
+                self.hand_back_extras(&sorted.extra, &request.consumer)
+                    .await?;
                 return Ok(Claim::Held(Box::new(host)));
             }
 
@@ -200,21 +220,52 @@ impl ClaimEngine {
         }
     }
 
-    /// Takes one release step for the host `consumer` holds (see [`crate::hostspec`]).
+    /// Takes one release step for every host `consumer` holds (see [`crate::hostspec`]):
+    /// `options` apply to the host it keeps, [`extra_release`] to any other.
     pub async fn release(
         &self,
         consumer: &Consumer,
         options: &ReleaseOptions,
     ) -> Result<Releasing, ClaimError> {
-        let Some(host) = self.held(consumer).await? else {
+        let mut held = self.all_held(consumer).await?.into_iter();
+        let Some(kept) = held.next() else {
             return Ok(Releasing::Done);
         };
+
+        let mut releasing = self.release_one(&kept, consumer, options).await?;
+        for extra in held {
+            let step = self.release_one(&extra, consumer, &extra_release()).await?;
+            releasing = releasing.and(step);
+        }
+        Ok(releasing)
+    }
+
+    /// Starts handing back hosts that name `consumer` besides the one it keeps. A deployed
+    /// host is cleaned first; the host events of each step wake the consumer for the next.
+    async fn hand_back_extras(
+        &self,
+        extras: &[BareMetalHost],
+        consumer: &Consumer,
+    ) -> Result<(), ClaimError> {
+        for host in extras {
+            tracing::info!(%consumer, host = %host.name_any(), "the consumer holds more than one host after a claim race; handing this one back");
+            self.release_one(host, consumer, &extra_release()).await?;
+        }
+        Ok(())
+    }
+
+    async fn release_one(
+        &self,
+        host: &BareMetalHost,
+        consumer: &Consumer,
+        options: &ReleaseOptions,
+    ) -> Result<Releasing, ClaimError> {
         let name = host.name_any();
 
-        let (patch, step) = release_step(&host, consumer, options);
+        let (patch, step) = release_step(host, consumer, options);
         if let Some(patch) = patch {
             let written =
-                self.write(&host, &patch)
+                self.write(host, &patch)
                     .await
                     .map_err(|source| ClaimError::WriteRelease {
                         namespace: consumer.namespace.clone(),
@@ -272,13 +323,14 @@ impl ClaimEngine {
         Ok((order, ranking.rejected))
     }
 
-    /// Keeps a freshly claimed host unless the consumer turns out to hold another one too.
+    /// Keeps a freshly claimed host unless the consumer turns out to hold one to keep instead.
     ///
     /// The host lock cannot stop two controller instances from claiming two different hosts
-    /// for the same consumer at once. Each claimant therefore looks again after its claim:
-    /// whoever sees an earlier claim for the same consumer hands its own host back (guarded by
-    /// the resourceVersion it wrote). The later of two claims always sees the earlier one, so
-    /// at most one survives; if both step back, the next reconcile claims again.
+    /// for the same consumer at once. Each claimant therefore looks again after its claim and
+    /// keeps its host only if it comes first in [`keep_order`]; otherwise it hands the host
+    /// back, guarded by the resourceVersion it wrote. If both step back, the next reconcile
+    /// claims again. A hand-back can lose to a deployment another instance wrote meanwhile;
+    /// the consumer's next look then hands back every host but the first.
     async fn keep_unless_doubled(
         &self,
         claimed: BareMetalHost,
@@ -287,17 +339,10 @@ impl ClaimEngine {
         let name = claimed.name_any();
         let namespace = &request.consumer.namespace;
         let hosts = self.list(namespace).await?;
-        let doubled = hosts.iter().any(|host| {
-            host.name_any() != name
-                && host
-                    .spec
-                    .consumer_ref
-                    .as_ref()
-                    .is_some_and(|reference| request.consumer.is(reference))
-        });
-        if !doubled {
+        let kept = named_by(hosts, &request.consumer).into_iter().next();
+        if let Some(kept) = kept.filter(|kept| kept.name_any() == name) {
             tracing::info!(consumer = %request.consumer, host = %name, "claimed host");
-            return Ok(Claim::Held(Box::new(claimed)));
+            return Ok(Claim::Held(Box::new(kept)));
         }
 
         let undo = unclaim_patch(&claimed, request);
@@ -344,6 +389,27 @@ impl ClaimEngine {
             }),
         }
     }
+}
+
+/// The hosts whose `consumerRef` names `consumer`, the one to keep first.
+fn named_by(hosts: Vec<BareMetalHost>, consumer: &Consumer) -> Vec<BareMetalHost> {
+    let mut held: Vec<BareMetalHost> = hosts
+        .into_iter()
+        .filter(|host| {
+            host.spec
+                .consumer_ref
+                .as_ref()
+                .is_some_and(|reference| consumer.is(reference))
+        })
+        .collect();
+    keep_order(&mut held);
+    held
+}
+
+/// How a host named by a consumer besides the one it keeps is handed back: powered off and
+/// free for anyone, never booked for reuse, as it was never meant to be the consumer's.
+fn extra_release() -> ReleaseOptions {
+    ReleaseOptions::default()
 }
 
 /// Undoes [`claim_patch`] on a host claimed a moment ago, guarded by the `resourceVersion`

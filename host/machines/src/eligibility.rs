@@ -4,7 +4,8 @@
 //!
 //! 1. a host whose `consumerRef` names this consumer is [`Verdict::Mine`], whatever its state
 //!    or labels: the reference is the lock, and finding it again is how a claim interrupted
-//!    half-way is completed;
+//!    half-way is completed (should a claim race have left two such hosts, every controller
+//!    instance keeps the same one, see [`keep_order`]);
 //! 2. the host selector must match;
 //! 3. a host carrying the node-reuse label belongs to the machine group named by its value; a
 //!    host without it but with any `consumerRef` is claimed by someone else;
@@ -224,11 +225,29 @@ pub fn is_available(host: &BareMetalHost) -> bool {
     state(host) == ProvisioningState::Available
 }
 
+/// Orders the hosts naming one consumer so that the one to keep comes first.
+///
+/// A consumer holds one host, but two controller instances claiming for it at the same moment
+/// can leave it named by two, and the claimants' hand-back can lose a race with a deployment
+/// written meanwhile. Every instance must then keep the same host and hand back the others,
+/// whatever moment it looks: a host already given a deployment comes first (it may be on its
+/// way to running the consumer's workload, and a handed-back host loses its deployment, so the
+/// choice does not flip), then the lowest name.
+pub fn keep_order(held: &mut [BareMetalHost]) {
+    held.sort_by_cached_key(|host| (!has_deployment(host), host.name_any()));
+}
+
+fn has_deployment(host: &BareMetalHost) -> bool {
+    host.spec.image.is_some() || host.spec.custom_deploy.is_some()
+}
+
 /// The hosts of one listing, sorted by verdict.
 #[derive(Debug, Default)]
 pub struct Sorted {
     /// The host this consumer already holds.
     pub mine: Option<BareMetalHost>,
+    /// Other hosts naming this consumer, to be handed back (see [`keep_order`]).
+    pub extra: Vec<BareMetalHost>,
     /// Hosts that may be claimed.
     pub available: Vec<BareMetalHost>,
     /// Hosts reserved for this consumer's group, with whether each is ready.
@@ -241,16 +260,21 @@ impl Sorted {
     /// Sorts `hosts` for `consumer`.
     pub fn new(hosts: Vec<BareMetalHost>, consumer: &Consumer, wanted: &Wanted) -> Self {
         let mut sorted = Self::default();
+        let mut held = Vec::new();
 
         for host in hosts {
             match judge(&host, consumer, wanted) {
-                Verdict::Mine => sorted.mine = Some(host),
+                Verdict::Mine => held.push(host),
                 Verdict::Available => sorted.available.push(host),
                 Verdict::Reusable { ready } => sorted.reusable.push((host, ready)),
                 Verdict::Skipped(reason) => *sorted.skipped.entry(reason).or_default() += 1,
             }
         }
 
+        keep_order(&mut held);
+        let mut held = held.into_iter();
+        sorted.mine = held.next();
+        sorted.extra = held.collect();
         sorted
     }
 
@@ -336,6 +360,41 @@ mod tests {
                 "{state:?}"
             );
         }
+    }
+
+    #[test]
+    fn of_two_hosts_naming_a_consumer_every_look_keeps_the_deployed_one_then_the_first_name() {
+        let me = consumer("m1");
+        let named = |name: &str| {
+            let mut held = with_consumer(host(ProvisioningState::Available), me.reference());
+            held.metadata.name = Some(name.into());
+            held
+        };
+        let mut deployed = named("host-b");
+        deployed.spec.image = Some(ingot_api::metal3::Image {
+            url: "http://images.lab/os.img".into(),
+            ..Default::default()
+        });
+
+        let both_bare = Sorted::new(
+            vec![named("host-b"), named("host-a")],
+            &me,
+            &Wanted::default(),
+        );
+        let one_deployed = Sorted::new(vec![named("host-a"), deployed], &me, &Wanted::default());
+
+        let names = |sorted: &Sorted| {
+            let extra: Vec<String> = sorted.extra.iter().map(ResourceExt::name_any).collect();
+            (sorted.mine.as_ref().map(ResourceExt::name_any), extra)
+        };
+        assert_eq!(
+            names(&both_bare),
+            (Some("host-a".into()), vec!["host-b".into()])
+        );
+        assert_eq!(
+            names(&one_deployed),
+            (Some("host-b".into()), vec!["host-a".into()])
+        );
     }
 
     #[test]

@@ -207,6 +207,70 @@ async fn a_half_finished_claim_is_completed_on_the_same_host() {
     lab.stop().await;
 }
 
+/// Two controller instances claiming for one machine at once, with a third deploying to each
+/// host before its claimant could hand it back, leave the machine named by two deployed hosts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_left_holding_two_hosts_keeps_one_and_cleans_the_other() {
+    let mut lab = Lab::start().await;
+    lab.hosts_available(3, |_| BTreeMap::new()).await;
+    lab.cluster().await;
+    let claimed_and_deployed = json!({ "spec": {
+        "consumerRef": {
+            "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1",
+            "kind": "Metal3Machine",
+            "name": "doubled",
+            "namespace": NAMESPACE,
+        },
+        "image": { "url": IMAGE },
+        "online": true,
+    }});
+    for host in ["host-02", "host-01"] {
+        lab.hosts()
+            .patch(
+                host,
+                &PatchParams::default(),
+                &Patch::Merge(&claimed_and_deployed),
+            )
+            .await
+            .expect("doubled claim");
+    }
+    let provisioned = json!({ "status": { "provisioning": { "state": "provisioned" } } });
+    lab.hosts()
+        .patch_status(
+            "host-02",
+            &PatchParams::default(),
+            &Patch::Merge(&provisioned),
+        )
+        .await
+        .expect("host-02 provisioned");
+    lab.start_controllers(Selectors::default(), quick_settings())
+        .await;
+    let double = lab.start_host_double();
+    lab.cluster_infrastructure_ready().await;
+
+    lab.add_replica("doubled", machine_spec()).await;
+    let id = lab.copy_provider_id("doubled").await;
+
+    assert_eq!(id, format!("metal3://{NAMESPACE}/host-01/doubled"));
+    wait_for(
+        &lab.hosts(),
+        "host-02",
+        "the extra host cleaned and freed",
+        |host| {
+            host.spec.consumer_ref.is_none()
+                && host.spec.image.is_none()
+                && state_of(host) == ProvisioningState::Available
+        },
+    )
+    .await;
+    assert_eq!(free_hosts(&lab).await, 2);
+    assert_eq!(
+        double.provisionings(),
+        [("host-01".to_owned(), "Metal3Machine/doubled".to_owned())]
+    );
+    lab.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pausing_the_cluster_pauses_the_host_and_resuming_lifts_only_our_pause() {
     let (lab, _double) = lab_with_hosts(1).await;
