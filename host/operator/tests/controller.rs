@@ -820,6 +820,38 @@ async fn bmc_failure_during_provisioning_is_reported_then_recovered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioner_calls_are_timed_and_their_failures_counted_by_call() {
+    let cluster = Cluster::start().await;
+    cluster.backend.script(
+        NAMESPACE,
+        "measured",
+        Method::Register,
+        [Scripted::Transient("the BMC did not answer".into())],
+    );
+
+    cluster.host_with_secret("measured", json!({})).await;
+    cluster
+        .wait_for_state("measured", ProvisioningState::Available)
+        .await;
+
+    let metrics = cluster.metrics.render();
+    let sample = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert_eq!(
+        sample("ingot_provisioner_call_failures_total{call=\"register\"}"),
+        1.0
+    );
+    assert!(sample("ingot_provisioner_call_duration_seconds_count{call=\"register\"}") >= 2.0);
+    assert!(sample("ingot_provisioner_call_duration_seconds_count{call=\"inspect\"}") >= 1.0);
+    assert!(!metrics.contains("ingot_provisioner_call_failures_total{call=\"inspect\"}"));
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_image_checksum_stops_at_the_retry_limit() {
     let cluster = Cluster::start().await;
     cluster.backend.script(

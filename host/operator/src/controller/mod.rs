@@ -11,13 +11,14 @@
 //! 5. Add the host finalizer.
 //! 6. Credentials from the BMC Secret, which is labelled, owned and finalized so that edits
 //!    to it wake the host ([`credentials`]).
-//! 7. Create the provisioner and run one state-machine step.
+//! 7. Create the provisioner, its calls measured ([`metered`]), and run one state-machine step.
 //! 8. Recompute conditions; write the status only when it changed (timestamps aside).
 //! 9. Apply side effects (HardwareData, annotation removals, finalizer release) and publish
 //!    the events.
 
 mod credentials;
 mod host_data;
+mod metered;
 mod recorder;
 
 pub use recorder::{EventRecorder, Occurrence, Reporter};
@@ -49,6 +50,7 @@ use crate::outcome::Outcome;
 use crate::provisioner::{HostData, Provisioner, ProvisionerError, ProvisionerFactory};
 use crate::state_machine::{HostStateMachine, ReconcileInput, Settings};
 use crate::turns::Turns;
+use metered::Metered;
 
 pub use credentials::{CredentialsError, SECRET_FINALIZER, SECRET_LABEL, SECRET_LABEL_VALUE};
 pub use writes::{HARDWARE_DATA_FINALIZER, HOST_FINALIZER};
@@ -372,7 +374,7 @@ async fn reconcile_unpaused<F: ProvisionerFactory>(
 
     let host_data = provisioner_host_data(host, &credentials);
     let provisioner = match context.factory.provisioner_for(host_data, events.clone()) {
-        Ok(provisioner) => provisioner,
+        Ok(provisioner) => Metered::new(provisioner, &context.metrics),
         Err(ProvisionerError::NotReady) => return Ok(Some(PROVISIONER_NOT_READY_DELAY)),
         Err(error) => return Err(Error::Provisioner(error)),
     };
