@@ -14,7 +14,8 @@
 //!   it is completed rather than repeated.
 //! - A consumer keeps one host. Should a race between controller instances leave it named by
 //!   more than one, each instance keeps the same one ([`keep_order`]) and hands the others
-//!   back, cleaning them first if they were deployed to.
+//!   back. A host is only handed to the consumer for its deployment while no other host names
+//!   the consumer, so two hosts never both get it.
 //! - For the same hosts and the same consumer the choice is the same (see
 //!   [`crate::selection`]).
 
@@ -26,7 +27,8 @@ use kube::{Client, ResourceExt};
 use serde_json::{Map, Value, json};
 
 use crate::eligibility::{
-    Consumer, FAILURE_DOMAIN_LABEL, NODE_REUSE_LABEL, Sorted, Wanted, keep_order, state,
+    Consumer, FAILURE_DOMAIN_LABEL, NODE_REUSE_LABEL, Sorted, Wanted, has_deployment, keep_order,
+    state,
 };
 use crate::hostspec::{ReleaseOptions, ReleaseStep, release_step};
 use crate::selection::{Candidate, SelectionError, SelectionRequest, Selectors};
@@ -168,9 +170,7 @@ impl ClaimEngine {
             let usage = domain_usage(&hosts, &request.host_labels);
             let sorted = Sorted::new(hosts, &request.consumer, &request.wanted);
             if let Some(host) = sorted.mine {
-                self.hand_back_extras(&sorted.extra, &request.consumer)
-                    .await?;
-                return Ok(Claim::Held(Box::new(host)));
+                return self.keep(host, &sorted.extra, &request.consumer).await;
             }
 
             let candidates = match candidates(sorted) {
@@ -240,18 +240,31 @@ impl ClaimEngine {
         Ok(releasing)
     }
 
-    /// Starts handing back hosts that name `consumer` besides the one it keeps. A deployed
-    /// host is cleaned first; the host events of each step wake the consumer for the next.
-    async fn hand_back_extras(
+    /// Keeps `host` for `consumer` and starts handing back `extras`, the other hosts naming
+    /// it (a deployed one is cleaned first; each step's host events wake the consumer for the
+    /// next). While extras are left the consumer waits, unless `host` already has its
+    /// deployment: a deployment is only ever written on a host the consumer holds alone.
+    async fn keep(
         &self,
+        host: BareMetalHost,
         extras: &[BareMetalHost],
         consumer: &Consumer,
-    ) -> Result<(), ClaimError> {
-        for host in extras {
-            tracing::info!(%consumer, host = %host.name_any(), "the consumer holds more than one host after a claim race; handing this one back");
-            self.release_one(host, consumer, &extra_release()).await?;
+    ) -> Result<Claim, ClaimError> {
+        for extra in extras {
+            tracing::info!(%consumer, kept = %host.name_any(), host = %extra.name_any(), "the consumer is named by more than one host after a claim race; handing this one back");
+            self.release_one(extra, consumer, &extra_release()).await?;
         }
-        Ok(())
+
+        if extras.is_empty() || has_deployment(&host) {
+            return Ok(Claim::Held(Box::new(host)));
+        }
+        let names: Vec<String> = extras.iter().map(ResourceExt::name_any).collect();
+        Ok(Claim::Waiting(format!(
+            "controller instances claimed several hosts for it at the same time; keeping {}, \
+             handing back {}",
+            host.name_any(),
+            names.join(", ")
+        )))
     }
 
     async fn release_one(
@@ -326,11 +339,10 @@ impl ClaimEngine {
     /// Keeps a freshly claimed host unless the consumer turns out to hold one to keep instead.
     ///
     /// The host lock cannot stop two controller instances from claiming two different hosts
-    /// for the same consumer at once. Each claimant therefore looks again after its claim and
-    /// keeps its host only if it comes first in [`keep_order`]; otherwise it hands the host
-    /// back, guarded by the resourceVersion it wrote. If both step back, the next reconcile
-    /// claims again. A hand-back can lose to a deployment another instance wrote meanwhile;
-    /// the consumer's next look then hands back every host but the first.
+    /// for the same consumer at once. Each claimant therefore looks again after its claim. A
+    /// claimant whose host comes first in [`keep_order`] keeps it, and the consumer waits until
+    /// it is the only host left; any other hands its host back, guarded by the resourceVersion
+    /// it wrote. The consumer's next look hands back whatever a lost hand-back left.
     async fn keep_unless_doubled(
         &self,
         claimed: BareMetalHost,
@@ -339,10 +351,13 @@ impl ClaimEngine {
         let name = claimed.name_any();
         let namespace = &request.consumer.namespace;
         let hosts = self.list(namespace).await?;
-        let kept = named_by(hosts, &request.consumer).into_iter().next();
-        if let Some(kept) = kept.filter(|kept| kept.name_any() == name) {
-            tracing::info!(consumer = %request.consumer, host = %name, "claimed host");
-            return Ok(Claim::Held(Box::new(kept)));
+        let mut held = named_by(hosts, &request.consumer).into_iter();
+        if let Some(kept) = held.next().filter(|kept| kept.name_any() == name) {
+            let extras: Vec<BareMetalHost> = held.collect();
+            if extras.is_empty() {
+                tracing::info!(consumer = %request.consumer, host = %name, "claimed host");
+            }
+            return self.keep(kept, &extras, &request.consumer).await;
         }
 
         let undo = unclaim_patch(&claimed, request);

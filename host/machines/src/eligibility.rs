@@ -228,16 +228,16 @@ pub fn is_available(host: &BareMetalHost) -> bool {
 /// Orders the hosts naming one consumer so that the one to keep comes first.
 ///
 /// A consumer holds one host, but two controller instances claiming for it at the same moment
-/// can leave it named by two, and the claimants' hand-back can lose a race with a deployment
-/// written meanwhile. Every instance must then keep the same host and hand back the others,
-/// whatever moment it looks: a host already given a deployment comes first (it may be on its
-/// way to running the consumer's workload, and a handed-back host loses its deployment, so the
-/// choice does not flip), then the lowest name.
+/// can leave it named by two for a while. Every instance must then keep the same host and hand
+/// back the others, whatever moment it looks: a host already given its deployment comes first
+/// (only a host the consumer holds alone is given one, so there is at most one such host),
+/// then the lowest name.
 pub fn keep_order(held: &mut [BareMetalHost]) {
     held.sort_by_cached_key(|host| (!has_deployment(host), host.name_any()));
 }
 
-fn has_deployment(host: &BareMetalHost) -> bool {
+/// Whether the host was given an image or custom deployment to run.
+pub fn has_deployment(host: &BareMetalHost) -> bool {
     host.spec.image.is_some() || host.spec.custom_deploy.is_some()
 }
 
