@@ -12,6 +12,9 @@ mod validate;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Provision bare-metal machines the Metal3 way, extended with WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -56,11 +59,15 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     }
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default `info`).
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`). Reconciles are counted by
+/// trigger for the operator's metrics whatever the filter.
 fn init_tracing() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_filter(filter);
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(ingot_operator::triggers::layer())
         .init();
 }

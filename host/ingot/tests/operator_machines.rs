@@ -1,7 +1,8 @@
 //! `ingot operator` runs the machine loop next to the host controller: with `ingot apiserver`
 //! and the operator as separate processes, a BareMetalHost becomes available and a
 //! Metal3Machine with its Machine gets that host, becomes ready and reports its providerID.
-//! With `--no-machines` the same Metal3Machine is left alone.
+//! With `--no-machines` the same Metal3Machine is left alone. The operator's metrics count the
+//! reconciles of both loops by trigger, although its log filter is `warn`.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -44,10 +45,10 @@ fn start_apiserver(data: &Path) -> Child {
     ingot(&["apiserver", "--data", data, "--listen", &listen])
 }
 
-fn start_operator(data: &Path, extra: &[&str]) -> Child {
+/// Starts the operator, with its health and metrics endpoints on `endpoints`.
+fn start_operator(data: &Path, endpoints: &str, extra: &[&str]) -> Child {
     let kubeconfig = data.join("kubeconfig");
     let kubeconfig = kubeconfig.to_str().expect("UTF-8 temporary path");
-    let endpoints = format!("127.0.0.1:{}", free_port());
     let mut args = vec![
         "operator",
         "--kubeconfig",
@@ -55,7 +56,7 @@ fn start_operator(data: &Path, extra: &[&str]) -> Child {
         "--provisioner",
         "fixture",
         "--endpoints",
-        &endpoints,
+        endpoints,
         "--identity",
         "operator-under-test",
         "--max-requeue-ms",
@@ -262,7 +263,8 @@ async fn the_operator_runs_the_machine_loop_unless_told_not_to() {
     host(&client).await;
     cluster_and_replica(&client).await;
 
-    let mut without_machines = start_operator(data.path(), &["--no-machines"]);
+    let endpoints = format!("127.0.0.1:{}", free_port());
+    let mut without_machines = start_operator(data.path(), &endpoints, &["--no-machines"]);
     let hosts: Api<BareMetalHost> = Api::namespaced(client.clone(), NAMESPACE);
     wait_for(&hosts, "node-0", "host available", |host| {
         state(host) == Some(ProvisioningState::Available)
@@ -281,7 +283,7 @@ async fn the_operator_runs_the_machine_loop_unless_told_not_to() {
     without_machines.start_kill().expect("stop the operator");
     without_machines.wait().await.expect("operator reaped");
 
-    let _operator = start_operator(data.path(), &[]);
+    let _operator = start_operator(data.path(), &endpoints, &[]);
     cluster_infrastructure_ready(&client).await;
     let ready = wait_for(&metal3_machines, "worker-0", "Metal3Machine ready", |m| {
         m.status.as_ref().and_then(|status| status.ready) == Some(true)
@@ -298,4 +300,30 @@ async fn the_operator_runs_the_machine_loop_unless_told_not_to() {
         host.spec.consumer_ref.and_then(|r| r.name).as_deref(),
         Some("worker-0")
     );
+
+    let metrics = get_metrics(&endpoints).await;
+    for kind in ["BareMetalHost", "Metal3Machine"] {
+        let changed =
+            format!("ingot_reconcile_triggers_total{{kind=\"{kind}\",trigger=\"changed\"}}");
+        assert!(metrics.contains(&changed), "no {changed} in:\n{metrics}");
+    }
+}
+
+/// The operator's metrics, over plain HTTP/1.0 so the test needs no HTTP client.
+async fn get_metrics(endpoints: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = tokio::net::TcpStream::connect(endpoints)
+        .await
+        .expect("connect to the metrics endpoint");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: operator\r\n\r\n")
+        .await
+        .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("read the response");
+    response
 }

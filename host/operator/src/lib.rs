@@ -27,5 +27,6 @@ pub mod outcome;
 pub mod provisioner;
 pub mod runner;
 pub mod state_machine;
+pub mod triggers;
 pub mod turns;
 pub mod webhook;

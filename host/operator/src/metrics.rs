@@ -83,6 +83,11 @@ impl Metrics {
             reconcile_failures.clone(),
         );
         registry.register(
+            "reconcile_triggers",
+            "Reconciles started by every controller of the process, by kind and trigger",
+            crate::triggers::counts(),
+        );
+        registry.register(
             "provisioner_call_duration_seconds",
             "Duration of provisioner calls",
             provisioner_calls.clone(),

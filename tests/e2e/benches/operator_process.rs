@@ -3,8 +3,8 @@
 //! machines run the real deploy agent) in processes of their own, so that the figures are the
 //! operator's and nobody else's. The operator runs as in production: plugin backend, no bound
 //! on requeue delays, 20 hosts busy at once. For each N it also prints the same figures per host,
-//! the number of host reconciles and how long hosts due waited for a worker (from the
-//! operator's metrics), and the growth from the smallest fleet to the largest.
+//! the number of host reconciles, what triggered them, and how long hosts due waited for a
+//! worker (from the operator's metrics), and the growth from the smallest fleet to the largest.
 //!
 //! ```text
 //! make plugins && cargo bench -p ingot-e2e --bench operator_process            # 1,000 and 10,000
@@ -50,6 +50,7 @@ struct Measured {
     cpu: Duration,
     reconciles: f64,
     failed_reconciles: f64,
+    triggers: Vec<(String, f64)>,
     queue_wait: QueueWait,
 }
 
@@ -117,8 +118,23 @@ async fn measure(hosts: usize, without_machines: bool) -> Measured {
         cpu: cpu_time(pid),
         reconciles: metric(&metrics, "ingot_reconcile_duration_seconds_count"),
         failed_reconciles: metric(&metrics, "ingot_reconcile_failures_total"),
+        triggers: host_triggers(&metrics),
         queue_wait: queue_wait(&metrics),
     }
+}
+
+/// The host reconciles by trigger, most frequent first.
+fn host_triggers(metrics: &str) -> Vec<(String, f64)> {
+    let prefix = "ingot_reconcile_triggers_total{kind=\"BareMetalHost\",trigger=\"";
+    let mut triggers: Vec<(String, f64)> = metrics
+        .lines()
+        .filter_map(|line| {
+            let (trigger, count) = line.strip_prefix(prefix)?.split_once("\"} ")?;
+            Some((trigger.to_owned(), count.trim().parse().ok()?))
+        })
+        .collect();
+    triggers.sort_by(|a, b| b.1.total_cmp(&a.1));
+    triggers
 }
 
 const QUEUE_WAIT: &str = "ingot_reconcile_queue_wait_seconds";
@@ -262,6 +278,15 @@ fn print_run(run: &Measured) {
         run.cpu.as_secs_f64() * 1e3 / run.reconciles,
         run.failed_reconciles
     );
+    let triggers: Vec<String> = run
+        .triggers
+        .iter()
+        .map(|(trigger, count)| format!("{trigger} {:.2}", count / hosts))
+        .collect();
+    println!(
+        "host reconciles per host by trigger: {}",
+        triggers.join(", ")
+    );
     println!(
         "reconcile queue wait: mean {:.1} ms, median at most {} ms, 99th percentile at most {} ms",
         run.queue_wait.mean_ms, run.queue_wait.median_at_most_ms, run.queue_wait.p99_at_most_ms
@@ -293,6 +318,7 @@ fn print_growth(runs: &[Measured]) {
             large_rss / small_rss.max(f64::EPSILON),
             large_reconciles / small_reconciles.max(f64::EPSILON)
         );
+        print_trigger_growth(small, large);
     }
     if let Some(run) = runs.iter().find(|run| run.hosts == 10_000) {
         let verdict = if run.peak_rss_mib <= GOAL_RSS_MIB {
@@ -305,4 +331,26 @@ fn print_growth(runs: &[Measured]) {
             run.peak_rss_mib
         );
     }
+}
+
+/// Reconciles per host of each trigger, the largest fleet against the smallest.
+fn print_trigger_growth(small: &Measured, large: &Measured) {
+    let per_host = |run: &Measured, trigger: &str| {
+        run.triggers
+            .iter()
+            .find(|(name, _)| name == trigger)
+            .map_or(0.0, |(_, count)| count / run.hosts as f64)
+    };
+    let growth: Vec<String> = large
+        .triggers
+        .iter()
+        .map(|(trigger, _)| {
+            format!(
+                "{trigger} {:.2} -> {:.2}",
+                per_host(small, trigger),
+                per_host(large, trigger)
+            )
+        })
+        .collect();
+    println!("reconciles per host by trigger: {}", growth.join(", "));
 }
