@@ -7,7 +7,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
-use common::{ConsumerWatch, Lab, consumer_of, eventually, machine_spec, quick_settings};
+use common::{
+    ConsumerWatch, Lab, consumer_of, describe_hosts, eventually, eventually_showing, machine_spec,
+    quick_settings,
+};
 use ingot_machines::Selectors;
 use ingot_machines::metal3machine::{ASSOCIATE_BMH, WAITING_FOR_AVAILABLE_HOST};
 use kube::ResourceExt;
@@ -51,9 +54,11 @@ async fn fifty_machines_racing_for_twenty_hosts_never_double_book() {
                 .collect::<BTreeSet<_>>()
         }
     };
-    eventually("20 machines ready", || async {
-        ready(&lab).await.len() == 20
-    })
+    eventually_showing(
+        "20 machines ready",
+        || async { ready(&lab).await.len() == 20 },
+        || describe_hosts(lab.hosts()),
+    )
     .await;
 
     let winners = ready(&lab).await;
@@ -88,9 +93,11 @@ async fn fifty_machines_racing_for_twenty_hosts_never_double_book() {
     for name in &released {
         lab.delete_replica(name).await;
     }
-    eventually("10 waiting machines take the freed hosts", || async {
-        ready(&lab).await.len() == 20
-    })
+    eventually_showing(
+        "10 waiting machines take the freed hosts",
+        || async { ready(&lab).await.len() == 20 },
+        || describe_hosts(lab.hosts()),
+    )
     .await;
 
     let history = watch.finish();

@@ -506,14 +506,39 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = bool>,
 {
+    eventually_showing(what, check, || async { String::new() }).await;
+}
+
+/// [`eventually`], with what `show` describes then added to the failure.
+pub async fn eventually_showing<F, Fut, S, ShowFut>(what: &str, check: F, show: S)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+    S: FnOnce() -> ShowFut,
+    ShowFut: Future<Output = String>,
+{
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out waiting for {what}\n{}", show().await);
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Each host with the consumer it names and its state, one per line.
+pub async fn describe_hosts(hosts: Api<BareMetalHost>) -> String {
+    let Ok(list) = hosts.list(&Default::default()).await else {
+        return "(the hosts could not be listed)".to_owned();
+    };
+    list.items
+        .iter()
+        .map(|host| {
+            let consumer = consumer_of(host).unwrap_or_else(|| "no consumer".to_owned());
+            format!("{}: {consumer}, {:?}", host.name_any(), state_of(host))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The host's provisioning state.
