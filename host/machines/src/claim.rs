@@ -158,7 +158,7 @@ impl ClaimEngine {
     /// Every host whose `consumerRef` names `consumer`, the one to keep first.
     async fn all_held(&self, consumer: &Consumer) -> Result<Vec<BareMetalHost>, ClaimError> {
         let hosts = self.list(&consumer.namespace).await?;
-        Ok(named_by(hosts, consumer))
+        Ok(naming(hosts, consumer))
     }
 
     /// Returns the host `request.consumer` holds, or claims one.
@@ -351,7 +351,7 @@ impl ClaimEngine {
         let name = claimed.name_any();
         let namespace = &request.consumer.namespace;
         let hosts = self.list(namespace).await?;
-        let mut held = named_by(hosts, &request.consumer).into_iter();
+        let mut held = naming(hosts, &request.consumer).into_iter();
         if let Some(kept) = held.next().filter(|kept| kept.name_any() == name) {
             let extras: Vec<BareMetalHost> = held.collect();
             if extras.is_empty() {
@@ -407,15 +407,10 @@ impl ClaimEngine {
 }
 
 /// The hosts whose `consumerRef` names `consumer`, the one to keep first.
-fn named_by(hosts: Vec<BareMetalHost>, consumer: &Consumer) -> Vec<BareMetalHost> {
+fn naming(hosts: Vec<BareMetalHost>, consumer: &Consumer) -> Vec<BareMetalHost> {
     let mut held: Vec<BareMetalHost> = hosts
         .into_iter()
-        .filter(|host| {
-            host.spec
-                .consumer_ref
-                .as_ref()
-                .is_some_and(|reference| consumer.is(reference))
-        })
+        .filter(|host| consumer.is_named_by(host))
         .collect();
     keep_order(&mut held);
     held

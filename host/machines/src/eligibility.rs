@@ -67,6 +67,14 @@ impl Consumer {
             && group == Some(self.group.as_str())
     }
 
+    /// Whether `host`'s `consumerRef` names this consumer: the host is held by it.
+    pub fn is_named_by(&self, host: &BareMetalHost) -> bool {
+        host.spec
+            .consumer_ref
+            .as_ref()
+            .is_some_and(|reference| self.is(reference))
+    }
+
     /// The reference written into a claimed host's `consumerRef`.
     pub fn reference(&self) -> ObjectReference {
         ObjectReference {
@@ -156,12 +164,7 @@ pub struct Wanted {
 
 /// Judges one host for `consumer`.
 pub fn judge(host: &BareMetalHost, consumer: &Consumer, wanted: &Wanted) -> Verdict {
-    if host
-        .spec
-        .consumer_ref
-        .as_ref()
-        .is_some_and(|reference| consumer.is(reference))
-    {
+    if consumer.is_named_by(host) {
         return Verdict::Mine;
     }
 

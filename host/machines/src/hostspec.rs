@@ -147,12 +147,7 @@ pub fn release_step(
     consumer: &Consumer,
     options: &ReleaseOptions,
 ) -> (Option<Value>, ReleaseStep) {
-    let held = host
-        .spec
-        .consumer_ref
-        .as_ref()
-        .is_some_and(|reference| consumer.is(reference));
-    if !held {
+    if !consumer.is_named_by(host) {
         return (None, ReleaseStep::Released);
     }
 
